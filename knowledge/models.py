@@ -1,0 +1,108 @@
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+from pgvector.django import VectorField
+
+DEFAULT_INSTRUCTION = "Given a customer's support question, judge whether the FAQ entry solves it"
+
+
+class KnowledgeBase(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    languages = ArrayField(models.CharField(max_length=16), default=list, blank=True,
+                           help_text="Languages of its entries, e.g. zh, en.")
+    embed_model = models.CharField(max_length=300, help_text="Embedding model its vectors are made with.")
+    embed_dimensions = models.PositiveIntegerField()
+    # Set while a re-embed with another model runs; the old vectors keep serving until it completes.
+    pending_embed_model = models.CharField(max_length=300, blank=True)
+    rerank_instruction = models.TextField(default=DEFAULT_INSTRUCTION,
+                                          help_text="Instruction given to Qwen3-Reranker (in English).")
+    answer_threshold = models.FloatField(default=0.7, help_text="Rerank score at or above which we answer.")
+    suggest_threshold = models.FloatField(default=0.25, help_text="Below this nothing is good enough: hand off.")
+    recall_k = models.PositiveIntegerField(default=50)
+    rerank_k = models.PositiveIntegerField(default=20)
+    top_n = models.PositiveIntegerField(default=3)
+    # Bumped by every content change; part of every answer-cache key, so edits never serve stale answers.
+    content_generation = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(suggest_threshold__lte=models.F("answer_threshold")),
+                                   name="kb_thresholds_ordered"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class FaqStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PUBLISHED = "published", "Published"
+    ARCHIVED = "archived", "Archived"
+
+
+class FaqEntry(models.Model):
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="entries")
+    external_id = models.CharField(max_length=200, null=True, blank=True,
+                                   help_text="Identifier in the source system; imports upsert by it.")
+    question = models.TextField()
+    answer = models.TextField(blank=True)
+    summary = models.TextField(blank=True, help_text="Engineer-style summary: the customer's words in system terms.")
+    tags = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    category = models.CharField(max_length=200, blank=True)
+    language = models.CharField(max_length=16, blank=True)
+    status = models.CharField(max_length=16, choices=FaqStatus.choices, default=FaqStatus.PUBLISHED)
+    # Optimistic lock: every write names the version it read; a mismatch is a conflict.
+    version = models.PositiveIntegerField(default=1)
+    search_vector = SearchVectorField(null=True, editable=False)
+    content_hash = models.CharField(max_length=64, blank=True, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "FAQ entry"
+        verbose_name_plural = "FAQ entries"
+        constraints = [
+            models.UniqueConstraint(fields=["kb", "external_id"], name="faq_external_id_unique_per_kb",
+                                    condition=models.Q(external_id__isnull=False)),
+        ]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="faq_search_vector_gin"),
+            GinIndex(fields=["tags"], name="faq_tags_gin"),
+            models.Index(fields=["kb", "status"], name="faq_kb_status"),
+        ]
+
+    def __str__(self) -> str:
+        return self.question[:80]
+
+
+class FaqEmbedding(models.Model):
+    """One vector of one entry, tagged with the model and dimension that made it.
+
+    The column has no fixed dimension so that knowledge bases may use different models; each
+    dimension in use gets its own partial HNSW index (see ``knowledge.vector_index``)."""
+
+    entry = models.ForeignKey(FaqEntry, on_delete=models.CASCADE, related_name="embeddings")
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
+    model = models.CharField(max_length=300)
+    dimensions = models.PositiveIntegerField()
+    content_hash = models.CharField(max_length=64)
+    vector = VectorField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "model"], name="faq_embedding_one_per_model"),
+        ]
+        indexes = [models.Index(fields=["kb", "model"], name="faq_embedding_kb_model")]

@@ -1,0 +1,120 @@
+"""Reads over the knowledge base: search candidates and embedding progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
+
+from knowledge import text as kb_text
+from knowledge.embedding import get_embedder
+from knowledge.models import FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.vector_index import vector_expression
+
+# Candidates the HNSW scan examines; must be >= k for full recall of the top k.
+HNSW_EF_SEARCH = 100
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    tags: tuple[str, ...] = ()
+    category: str = ""
+    language: str = ""
+
+    def sql(self) -> tuple[str, list[object]]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if self.tags:
+            clauses.append("e.tags && %s")
+            params.append(list(self.tags))
+        if self.category:
+            clauses.append("e.category = %s")
+            params.append(self.category)
+        if self.language:
+            clauses.append("e.language = %s")
+            params.append(self.language)
+        return "".join(f" AND {clause}" for clause in clauses), params
+
+
+def faq_entries_published(*, kb: KnowledgeBase) -> QuerySet[FaqEntry]:
+    return FaqEntry.objects.filter(kb=kb, status=FaqStatus.PUBLISHED)
+
+
+def faq_vector_search(
+    *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None, exact: bool = False,
+) -> list[Hit]:
+    """Published entries nearest to ``query`` by cosine similarity (HNSW unless ``exact``)."""
+    embedder = get_embedder(kb.embed_model)
+    vector = embedder.embed_queries([query])[0].tolist()
+    expression = vector_expression(kb.embed_dimensions)
+    filter_sql, filter_params = (filters or SearchFilters()).sql()
+    sql = (
+        f"SELECT m.entry_id, 1 - ({expression} <=> %s::vector({kb.embed_dimensions})) AS similarity "
+        "FROM knowledge_faqembedding m JOIN knowledge_faqentry e ON e.id = m.entry_id "
+        "WHERE m.kb_id = %s AND m.model = %s AND m.dimensions = %s AND e.status = 'published'"
+        f"{filter_sql} ORDER BY {expression} <=> %s::vector({kb.embed_dimensions}) LIMIT %s"
+    )
+    params = [vector, kb.pk, kb.embed_model, kb.embed_dimensions, *filter_params, vector, k]
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Filtered HNSW scans keep going until k rows pass the filter (pgvector >= 0.8).
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(HNSW_EF_SEARCH, k)])
+        if exact:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # relaxed_order may return near-ties slightly out of order
+    return sorted((Hit(entry_id=row[0], score=float(row[1])) for row in rows), key=lambda hit: -hit.score)
+
+
+def faq_fulltext_search(
+    *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None,
+) -> list[Hit]:
+    """Published entries sharing words with ``query``, ranked by ts_rank_cd.
+
+    Any word may match (OR): customers' questions are colloquial and rarely contain every word
+    of the entry, so AND semantics would find nothing for most of them."""
+    segmented = kb_text.segment(query)
+    filter_sql, filter_params = (filters or SearchFilters()).sql()
+    sql = (
+        "WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, ' & ', ' | '), '')::tsquery AS tsq) "
+        "SELECT e.id, ts_rank_cd(e.search_vector, q.tsq, 32) AS rank FROM knowledge_faqentry e, q "
+        "WHERE q.tsq IS NOT NULL AND e.kb_id = %s AND e.status = 'published' AND e.search_vector @@ q.tsq"
+        f"{filter_sql} ORDER BY rank DESC, e.id LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [segmented, kb.pk, *filter_params, k])
+        return [Hit(entry_id=row[0], score=float(row[1])) for row in cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class EmbeddingStatus:
+    model: str
+    entries: int
+    embedded: int
+
+    @property
+    def complete(self) -> bool:
+        return self.embedded >= self.entries
+
+
+def knowledge_base_embedding_status(*, kb: KnowledgeBase, model: str | None = None) -> EmbeddingStatus:
+    """How many entries have a vector of ``model`` (default: the active one) matching their text."""
+    name = model or kb.embed_model
+    entries = FaqEntry.objects.filter(kb=kb).count()
+    embedded = FaqEmbedding.objects.filter(
+        kb=kb, model=name, entry__content_hash=F("content_hash")
+    ).count()
+    return EmbeddingStatus(model=name, entries=entries, embedded=embedded)
+
+
+def faq_entries_needing_embedding(*, kb: KnowledgeBase, model: str) -> QuerySet[FaqEntry]:
+    fresh = FaqEmbedding.objects.filter(kb=kb, model=model, entry__content_hash=F("content_hash"))
+    return FaqEntry.objects.filter(kb=kb).exclude(Q(pk__in=fresh.values("entry_id"))).order_by("pk")

@@ -1,0 +1,284 @@
+"""Every write to knowledge bases and FAQ entries goes through here (revisions, locking, indexing)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import reversion
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import F
+from reversion.models import Version
+
+from knowledge import text as kb_text
+from knowledge.embedding import default_model_name, get_embedder
+from knowledge.models import FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.vector_index import ensure_vector_index
+
+logger = logging.getLogger(__name__)
+
+EDITABLE_FIELDS = ("external_id", "question", "answer", "summary", "tags", "category", "language", "status")
+MAX_TAGS = 50
+MAX_TAG_CHARS = 64
+LANGUAGE_CODES = {"zh", "en"}
+
+
+class FaqEntryConflict(Exception):
+    """Someone else saved the entry since the caller read it (optimistic lock)."""
+
+    def __init__(self, *, entry_id: int, expected_version: int, current_version: int) -> None:
+        super().__init__(
+            f"FAQ entry {entry_id} was changed by someone else (you edited version {expected_version}, "
+            f"it is now at version {current_version}); reload it and apply your change again."
+        )
+        self.entry_id = entry_id
+        self.expected_version = expected_version
+        self.current_version = current_version
+
+
+def _check_text(errors: dict[str, list[str]], field: str, value: str, *, limit: int, required: bool) -> str:
+    if kb_text.strip_control_characters(value) != value:
+        errors.setdefault(field, []).append("contains control characters")
+    if "\ufffd" in value:
+        errors.setdefault(field, []).append("contains undecodable bytes (is the file UTF-8 or GBK?)")
+    value = value.strip()
+    if required and not value:
+        errors.setdefault(field, []).append("must not be empty")
+    if len(value) > limit:
+        errors.setdefault(field, []).append(f"is {len(value)} characters long; the limit is {limit}")
+    return value
+
+
+def faq_entry_clean(*, data: dict[str, Any]) -> dict[str, Any]:
+    """Validate and normalise entry fields; raises ValidationError with every problem by field."""
+    errors: dict[str, list[str]] = {}
+    cleaned: dict[str, Any] = {}
+    limits = {"question": settings.KB_MAX_QUESTION_CHARS, "answer": settings.KB_MAX_ANSWER_CHARS,
+              "summary": settings.KB_MAX_SUMMARY_CHARS, "category": 200, "external_id": 200}
+    for field, limit in limits.items():
+        if field not in data:
+            continue
+        raw = data[field]
+        if raw is None:
+            raw = ""
+        if not isinstance(raw, str):
+            errors.setdefault(field, []).append("must be text")
+            continue
+        cleaned[field] = _check_text(errors, field, raw, limit=limit, required=field == "question")
+    if "external_id" in cleaned:
+        cleaned["external_id"] = cleaned["external_id"] or None
+    if "tags" in data:
+        cleaned["tags"] = _clean_tags(errors, data["tags"])
+    if "language" in data:
+        language = (data["language"] or "").strip().lower()
+        if language and language not in LANGUAGE_CODES:
+            errors.setdefault("language", []).append(f"must be one of {sorted(LANGUAGE_CODES)} or empty")
+        cleaned["language"] = language
+    if "status" in data:
+        status = (data["status"] or FaqStatus.PUBLISHED).strip().lower()
+        if status not in FaqStatus.values:
+            errors.setdefault("status", []).append(f"must be one of {FaqStatus.values}")
+        cleaned["status"] = status
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
+def _clean_tags(errors: dict[str, list[str]], raw: Any) -> list[str]:
+    if isinstance(raw, str):
+        raw = raw.replace("，", ",").replace(";", ",").split(",")
+    if not isinstance(raw, list | tuple) or not all(isinstance(tag, str) for tag in raw):
+        errors.setdefault("tags", []).append("must be a list of text or a comma-separated text")
+        return []
+    tags = list(dict.fromkeys(tag.strip() for tag in raw if tag.strip()))
+    if len(tags) > MAX_TAGS:
+        errors.setdefault("tags", []).append(f"at most {MAX_TAGS} tags")
+    if any(len(tag) > MAX_TAG_CHARS for tag in tags):
+        errors.setdefault("tags", []).append(f"a tag has at most {MAX_TAG_CHARS} characters")
+    return tags
+
+
+def knowledge_base_create(
+    *, slug: str, name: str = "", languages: Sequence[str] = ("zh", "en"), description: str = "",
+    embed_model: str | None = None,
+) -> KnowledgeBase:
+    model = embed_model or default_model_name()
+    embedder = get_embedder(model)
+    kb = KnowledgeBase(slug=slug, name=name or slug, languages=list(languages), description=description,
+                       embed_model=model, embed_dimensions=embedder.dimensions)
+    kb.full_clean()
+    kb.save()
+    return kb
+
+
+def knowledge_base_get_or_create(*, slug: str, language: str | None = None) -> tuple[KnowledgeBase, bool]:
+    kb = KnowledgeBase.objects.filter(slug=slug).first()
+    if kb is not None:
+        return kb, False
+    return knowledge_base_create(slug=slug, languages=[language] if language else ["zh", "en"]), True
+
+
+def _knowledge_base_bump_generation(kb_id: int) -> None:
+    KnowledgeBase.objects.filter(pk=kb_id).update(content_generation=F("content_generation") + 1)
+
+
+def _faq_entry_reindex(entry: FaqEntry) -> None:
+    """Refresh the full-text column and the content hash; queue the embedding after commit."""
+    weighted = [("A", entry.question), ("B", entry.summary), ("C", entry.answer)]
+    sql = " || ".join("setweight(to_tsvector('english', %s), %s)" for _ in weighted)
+    params: list[Any] = []
+    for weight, value in weighted:
+        params += [kb_text.segment(value), weight]
+    new_hash = kb_text.content_hash(
+        kb_text.embedding_text(question=entry.question, summary=entry.summary, answer=entry.answer)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE knowledge_faqentry SET search_vector = {sql}, content_hash = %s WHERE id = %s",
+            [*params, new_hash, entry.pk],
+        )
+    entry.content_hash = new_hash
+    _knowledge_base_bump_generation(entry.kb_id)
+    transaction.on_commit(lambda: _enqueue_embedding([entry.pk]))
+
+
+def _enqueue_embedding(entry_ids: list[int]) -> None:
+    from knowledge.tasks import faq_entries_embed_task
+
+    try:
+        faq_entries_embed_task.delay(entry_ids=entry_ids)
+    except Exception:  # the broker is down: the entry is saved; `kb_reembed --missing` catches up
+        logger.warning("could not queue embedding", extra={"entry_ids": entry_ids}, exc_info=True)
+
+
+@transaction.atomic
+def faq_entry_create(
+    *, kb: KnowledgeBase, data: dict[str, Any], created_by: AbstractBaseUser | None = None,
+    comment: str = "Created",
+) -> FaqEntry:
+    cleaned = faq_entry_clean(data={"status": FaqStatus.PUBLISHED, **data})
+    user = created_by if created_by is not None and created_by.is_authenticated else None
+    with reversion.create_revision():
+        entry = FaqEntry.objects.create(kb=kb, created_by=user, updated_by=user, **cleaned)
+        reversion.set_user(user)
+        reversion.set_comment(comment)
+    _faq_entry_reindex(entry)
+    return entry
+
+
+@transaction.atomic
+def faq_entry_update(
+    *, entry_id: int, expected_version: int, data: dict[str, Any], edited_by: AbstractBaseUser | None = None,
+    comment: str = "Edited",
+) -> FaqEntry:
+    """Apply ``data`` if the entry is still at ``expected_version``; otherwise raise FaqEntryConflict.
+
+    Takes a row lock, so two writers holding the same version are serialised and the second
+    one sees the bumped version: exactly one of them wins."""
+    entry = FaqEntry.objects.select_for_update().get(pk=entry_id)
+    if entry.version != expected_version:
+        raise FaqEntryConflict(entry_id=entry_id, expected_version=expected_version,
+                               current_version=entry.version)
+    cleaned = faq_entry_clean(data={field: value for field, value in data.items() if field in EDITABLE_FIELDS})
+    changed = {field: value for field, value in cleaned.items() if getattr(entry, field) != value}
+    if not changed:
+        return entry
+    for field, value in changed.items():
+        setattr(entry, field, value)
+    user = edited_by if edited_by is not None and edited_by.is_authenticated else None
+    entry.version += 1
+    entry.updated_by = user
+    with reversion.create_revision():
+        entry.save()
+        reversion.set_user(user)
+        reversion.set_comment(comment)
+    _faq_entry_reindex(entry)
+    return entry
+
+
+def faq_entry_rollback(
+    *, entry_id: int, version_id: int, edited_by: AbstractBaseUser | None = None,
+) -> FaqEntry:
+    """Bring an entry back to an earlier revision; the rollback is itself a new revision."""
+    old = Version.objects.get_for_model(FaqEntry).get(pk=version_id, object_id=str(entry_id))
+    current = FaqEntry.objects.get(pk=entry_id)
+    fields = {field: old.field_dict[field] for field in EDITABLE_FIELDS if field in old.field_dict}
+    return faq_entry_update(entry_id=entry_id, expected_version=current.version, data=fields,
+                            edited_by=edited_by, comment=f"Rolled back to revision {old.revision_id}")
+
+
+def faq_entries_set_status(
+    *, entry_ids: Iterable[int], status: str, edited_by: AbstractBaseUser | None = None,
+) -> int:
+    """Publish or archive several entries, one revision each. Returns how many changed."""
+    changed = 0
+    for entry in FaqEntry.objects.filter(pk__in=list(entry_ids)).exclude(status=status).only("id", "version"):
+        faq_entry_update(entry_id=entry.pk, expected_version=entry.version, data={"status": status},
+                         edited_by=edited_by, comment=f"Status set to {status}")
+        changed += 1
+    return changed
+
+
+@transaction.atomic
+def faq_entry_delete(*, entry: FaqEntry, deleted_by: AbstractBaseUser | None = None) -> None:
+    kb_id = entry.kb_id
+    entry.delete()  # reversion keeps the deleted entry's revisions: the admin can recover it
+    _knowledge_base_bump_generation(kb_id)
+
+
+def faq_entries_embed(*, entry_ids: Sequence[int], model: str | None = None) -> int:
+    """Embed entries whose stored vector (for ``model``, default: their knowledge base's) is stale.
+
+    The model runs outside any lock; the write then re-checks each entry's content hash under a
+    row lock, so a vector computed from text that was edited meanwhile is never stored over a
+    fresher one. Returns the number of vectors written."""
+    entries = list(FaqEntry.objects.filter(pk__in=entry_ids).select_related("kb"))
+    written = 0
+    by_model: dict[str, list[FaqEntry]] = {}
+    for entry in entries:
+        for name in {model} if model else {entry.kb.embed_model, entry.kb.pending_embed_model} - {""}:
+            by_model.setdefault(name, []).append(entry)
+    for name, group in by_model.items():
+        fresh = dict(FaqEmbedding.objects.filter(entry__in=group, model=name).values_list("entry_id", "content_hash"))
+        todo = [entry for entry in group if fresh.get(entry.pk) != entry.content_hash]
+        if not todo:
+            continue
+        embedder = get_embedder(name)
+        texts = [kb_text.embedding_text(question=e.question, summary=e.summary, answer=e.answer) for e in todo]
+        vectors = embedder.embed_passages(texts)
+        ensure_vector_index(embedder.dimensions)
+        with transaction.atomic():
+            current = dict(
+                FaqEntry.objects.select_for_update().filter(pk__in=[e.pk for e in todo])
+                .values_list("id", "content_hash")
+            )
+            rows = [
+                FaqEmbedding(entry_id=e.pk, kb_id=e.kb_id, model=name, dimensions=embedder.dimensions,
+                             content_hash=e.content_hash, vector=vector.tolist())
+                for e, vector in zip(todo, vectors, strict=True)
+                if current.get(e.pk) == e.content_hash
+            ]
+            FaqEmbedding.objects.bulk_create(
+                rows, update_conflicts=True, unique_fields=["entry", "model"],
+                update_fields=["vector", "dimensions", "content_hash", "created_at"],
+            )
+            written += len(rows)
+    return written
+
+
+def knowledge_base_switch_embed_model(*, kb: KnowledgeBase, model: str) -> None:
+    """Make ``model`` the one queries use, once its vectors are complete; drop the old vectors."""
+    embedder = get_embedder(model)
+    with transaction.atomic():
+        old = kb.embed_model
+        KnowledgeBase.objects.filter(pk=kb.pk).update(
+            embed_model=model, embed_dimensions=embedder.dimensions, pending_embed_model="",
+            content_generation=F("content_generation") + 1,
+        )
+        if old != model:
+            FaqEmbedding.objects.filter(kb=kb, model=old).delete()
+    kb.refresh_from_db()

@@ -1,0 +1,64 @@
+"""A rerank worker announces itself in Redis while it lives, so readiness can tell whether one is
+up and which engine and model it holds, without a broadcast round-trip to every worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+from celery import signals
+from django.conf import settings
+
+RERANK_QUEUE = "rerank"
+KEY_PREFIX = "kb:rerank:worker:"
+
+
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+def worker_identity() -> dict[str, Any]:
+    return {"engine": settings.KB_RERANK_BACKEND, "model": settings.KB_RERANK_MODEL}
+
+
+def _beat(hostname: str, stop: threading.Event) -> None:
+    interval = settings.KB_RERANK_WORKER_HEARTBEAT
+    client = _client()
+    while not stop.is_set():
+        payload = {**worker_identity(), "hostname": hostname, "pid": os.getpid(), "seen_at": time.time()}
+        try:
+            client.set(KEY_PREFIX + hostname, json.dumps(payload), ex=interval * 3)
+        except redis.RedisError:
+            pass  # Redis is down: readiness will say so; keep beating for when it returns
+        stop.wait(interval)
+    try:
+        client.delete(KEY_PREFIX + hostname)
+    except redis.RedisError:
+        pass
+
+
+_stop = threading.Event()
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any, **kwargs: Any) -> None:
+    queues = set(sender.app.amqp.queues.consume_from or {})
+    if RERANK_QUEUE not in queues:
+        return
+    threading.Thread(target=_beat, args=(sender.hostname, _stop), daemon=True, name="rerank-heartbeat").start()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(sender: Any, **kwargs: Any) -> None:
+    _stop.set()
+
+
+def rerank_workers_alive() -> list[dict[str, Any]]:
+    client = _client()
+    keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=100))
+    values = client.mget(keys) if keys else []
+    return [json.loads(value) for value in values if value]
