@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+
+from kbservice.embedded import BASE_DIR
+
+WORKER_LOG_DIR = BASE_DIR / "var" / "test" / "logs"
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess bound to the test database and the test Redis."""
+
+    def __init__(self, *, queues: str, name: str, env: dict[str, str]) -> None:
+        WORKER_LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = WORKER_LOG_DIR / f"{name}.log"
+        self.name = name
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "kbservice", "worker", "-Q", queues, "-P", "solo",
+             "-n", f"{name}@%h", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
+             "-l", "INFO"],
+            cwd=BASE_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited: see {self.log_path}")
+            if b"ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"worker {self.name} not ready after {timeout}s: see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def _test_database_url() -> str:
+    params = connection.settings_dict
+    return f"postgres://{params['USER']}@{params['HOST']}:{params['PORT']}/{params['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def start_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory for real Celery workers on the test database (tests using them need transactional_db)."""
+    started: list[WorkerProcess] = []
+    counter = iter(range(1000))
+
+    def start(queues: str = "default", **extra_env: str) -> WorkerProcess:
+        env = {**os.environ, "DATABASE_URL": _test_database_url(), "REDIS_URL": settings.REDIS_URL,
+               "KB_LOG_FORMAT": "console", **extra_env}
+        worker = WorkerProcess(queues=queues, name=f"test-{queues.replace(',', '-')}-{next(counter)}", env=env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def cpu_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    return start_worker("default")
+
+
+@pytest.fixture
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache() -> Generator[None]:
+    yield
+    try:
+        cache.clear()
+    except Exception:  # a test may have stopped Redis on purpose
+        pass
+
+
+@pytest.fixture
+def tmp_file(tmp_path: Path) -> Callable[[str, bytes], Path]:
+    def write(name: str, content: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(content)
+        return path
+
+    return write
