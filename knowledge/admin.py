@@ -1,0 +1,191 @@
+"""Back office for knowledge managers. Every write goes through ``knowledge.services``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from reversion.models import Version
+from reversion_compare.admin import CompareVersionAdmin
+from reversion_compare.helpers import html_diff
+
+from knowledge import services
+from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.selectors import knowledge_base_embedding_status
+
+
+class FaqEntryForm(forms.ModelForm):
+    # The version the editor loaded; saving against a newer one is a conflict, never an overwrite.
+    version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    tags = forms.CharField(required=False, help_text="Comma-separated.")
+
+    class Meta:
+        model = FaqEntry
+        fields = ["kb", "external_id", "question", "summary", "answer", "tags", "category", "language",
+                  "status", "version"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["tags"] = ", ".join(self.instance.tags)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.instance.pk:
+            current = FaqEntry.objects.filter(pk=self.instance.pk).values_list("version", flat=True).first()
+            if cleaned.get("version") != current:
+                raise ValidationError(
+                    "Someone else saved this entry while you were editing it (you loaded version "
+                    f"{cleaned.get('version')}, it is now at version {current}). Copy your changes, "
+                    "reload the page and apply them again."
+                )
+        try:
+            services.faq_entry_clean(data={field: cleaned.get(field) for field in services.EDITABLE_FIELDS})
+        except ValidationError as error:
+            for field, problems in error.message_dict.items():
+                self.add_error(field if field in self.fields else None, problems)
+        return cleaned
+
+    def _post_clean(self) -> None:
+        # The model instance is built by the service, not by ModelForm (tags arrive as text).
+        pass
+
+
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tags = FaqEntry.objects.order_by().values_list("tags", flat=True).distinct()[:2000]
+        return [(tag, tag) for tag in sorted({tag for row in tags for tag in row})[:200]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[FaqEntry]) -> QuerySet[FaqEntry]:
+        return queryset.filter(tags__contains=[self.value()]) if self.value() else queryset
+
+
+@admin.register(FaqEntry)
+class FaqEntryAdmin(CompareVersionAdmin):
+    form = FaqEntryForm
+    list_display = ("question", "kb", "status", "language", "category", "version", "updated_at", "updated_by")
+    list_filter = ("kb", "status", "language", "category", TagFilter)
+    search_fields = ("question", "answer", "summary", "external_id")
+    list_select_related = ("kb", "updated_by")
+    show_full_result_count = False
+    list_per_page = 50
+    readonly_fields = ("created_by", "created_at", "updated_by", "updated_at")
+    actions = ("publish", "archive")
+    history_latest_first = True
+
+    def get_readonly_fields(self, request: HttpRequest, obj: FaqEntry | None = None) -> tuple[str, ...]:
+        return (*self.readonly_fields, "kb") if obj else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: FaqEntry | None = None) -> bool:
+        # Entries are archived, not deleted: every change is kept and can be rolled back.
+        return False
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:
+            form.base_fields["version"].initial = obj.version
+        return form
+
+    def save_model(self, request: HttpRequest, obj: FaqEntry, form: Any, change: bool) -> None:
+        data = {field: form.cleaned_data.get(field) for field in services.EDITABLE_FIELDS}
+        if change:
+            saved = services.faq_entry_update(entry_id=obj.pk, expected_version=form.cleaned_data["version"],
+                                              data=data, edited_by=request.user, comment="Edited in admin")
+        else:
+            saved = services.faq_entry_create(kb=form.cleaned_data["kb"], data=data, created_by=request.user,
+                                              comment="Created in admin")
+        for field in saved._meta.concrete_fields:  # the admin logs and redirects with `obj`
+            setattr(obj, field.attname, getattr(saved, field.attname))
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass  # no relations are edited here; the service already wrote everything
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except services.FaqEntryConflict as conflict:
+            # Lost the race between form validation and the locked write: nothing was saved.
+            messages.error(request, str(conflict))
+            return HttpResponseRedirect(request.path)
+
+    def revision_view(self, request: HttpRequest, object_id: str, version_id: str,
+                      extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        """Roll back to a revision: show what changes, then write it as a new revision.
+
+        Replaces django-reversion's revert, which would restore derived columns and the lock
+        version along with the text."""
+        entry = get_object_or_404(FaqEntry, pk=unquote(object_id))
+        if not self.has_change_permission(request, entry):
+            raise PermissionDenied
+        version = get_object_or_404(Version.objects.get_for_object(entry), pk=version_id)
+        if request.method == "POST":
+            services.faq_entry_rollback(entry_id=entry.pk, version_id=version.pk, edited_by=request.user)
+            messages.success(request, f"Rolled back to the revision of {version.revision.date_created:%Y-%m-%d %H:%M}.")
+            return HttpResponseRedirect(reverse("admin:knowledge_faqentry_change", args=[entry.pk]))
+        rows = [
+            {"field": field, "diff": html_diff(str(getattr(entry, field) or ""), str(version.field_dict.get(field) or ""))}
+            for field in services.EDITABLE_FIELDS
+            if getattr(entry, field) != version.field_dict.get(field)
+        ]
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "original": entry,
+                   "version": version, "rows": rows, "title": f"Roll back “{entry}”", **(extra_context or {})}
+        return TemplateResponse(request, "admin/knowledge/faqentry/rollback.html", context)
+
+    @admin.action(description="Publish selected entries")
+    def publish(self, request: HttpRequest, queryset: QuerySet[FaqEntry]) -> None:
+        count = services.faq_entries_set_status(entry_ids=queryset.values_list("pk", flat=True),
+                                                status=FaqStatus.PUBLISHED, edited_by=request.user)
+        messages.success(request, f"Published {count} entries.")
+
+    @admin.action(description="Archive selected entries")
+    def archive(self, request: HttpRequest, queryset: QuerySet[FaqEntry]) -> None:
+        count = services.faq_entries_set_status(entry_ids=queryset.values_list("pk", flat=True),
+                                                status=FaqStatus.ARCHIVED, edited_by=request.user)
+        messages.success(request, f"Archived {count} entries.")
+
+
+@admin.register(KnowledgeBase)
+class KnowledgeBaseAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "entry_count", "embed_model", "answer_threshold", "suggest_threshold")
+    search_fields = ("slug", "name")
+    readonly_fields = ("embed_model", "embed_dimensions", "pending_embed_model", "embedding_progress",
+                       "content_generation", "created_at", "updated_at")
+    show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[KnowledgeBase]:
+        return super().get_queryset(request).annotate(entry_count=Count("entries"))
+
+    @admin.display(description="entries", ordering="entry_count")
+    def entry_count(self, obj: KnowledgeBase) -> int:
+        return int(getattr(obj, "entry_count", 0))
+
+    @admin.display(description="embedding progress")
+    def embedding_progress(self, obj: KnowledgeBase) -> str:
+        if not obj.pk:
+            return "-"
+        status = knowledge_base_embedding_status(kb=obj)
+        return f"{status.embedded} of {status.entries} entries embedded with {status.model}"
+
+    def save_model(self, request: HttpRequest, obj: KnowledgeBase, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = services.knowledge_base_create(slug=obj.slug, name=obj.name, languages=obj.languages,
+                                                 description=obj.description)
+        fields = [f for f in form.changed_data if f not in {"slug", "name", "languages", "description"}]
+        for field in fields:
+            setattr(created, field, form.cleaned_data[field])
+        created.save()
+        obj.pk = created.pk

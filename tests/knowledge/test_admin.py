@@ -1,0 +1,70 @@
+from django.test import Client
+from reversion.models import Version
+
+from knowledge.models import FaqEntry, KnowledgeBase
+from knowledge.services import faq_entry_create, faq_entry_update
+
+
+def _form(entry: FaqEntry, **changes: object) -> dict[str, object]:
+    data = {"external_id": entry.external_id or "", "question": entry.question, "summary": entry.summary,
+            "answer": entry.answer, "tags": ", ".join(entry.tags), "category": entry.category,
+            "language": entry.language, "status": entry.status, "version": entry.version}
+    data.update(changes)
+    return data
+
+
+def test_admin_edit_creates_a_revision_by_the_user(admin_client: Client, kb: KnowledgeBase) -> None:
+    entry = faq_entry_create(kb=kb, data={"question": "运费怎么算？", "answer": "满99包邮。", "tags": ["物流"]})
+    response = admin_client.post(f"/admin/knowledge/faqentry/{entry.pk}/change/",
+                                 _form(entry, answer="满88包邮。", tags="物流, 运费"))
+    assert response.status_code == 302
+    entry.refresh_from_db()
+    assert (entry.answer, entry.tags, entry.version) == ("满88包邮。", ["物流", "运费"], 2)
+    latest = Version.objects.get_for_object(entry).first()
+    assert latest is not None and latest.revision.user is not None
+    assert latest.revision.user.username == "admin"
+
+
+def test_admin_refuses_a_stale_form_and_keeps_the_other_edit(admin_client: Client, kb: KnowledgeBase) -> None:
+    entry = faq_entry_create(kb=kb, data={"question": "Can I pay by invoice?", "answer": "Yes."})
+    stale = _form(entry, answer="My edit")
+    faq_entry_update(entry_id=entry.pk, expected_version=1, data={"answer": "Their edit"})
+
+    response = admin_client.post(f"/admin/knowledge/faqentry/{entry.pk}/change/", stale)
+
+    assert response.status_code == 200
+    assert "Someone else saved this entry" in response.content.decode()
+    entry.refresh_from_db()
+    assert entry.answer == "Their edit"
+
+
+def test_admin_history_compares_and_rolls_back(admin_client: Client, kb: KnowledgeBase) -> None:
+    entry = faq_entry_create(kb=kb, data={"question": "Refund time?", "answer": "Five days."})
+    faq_entry_update(entry_id=entry.pk, expected_version=1, data={"answer": "Ten days."})
+    first, second = Version.objects.get_for_object(entry).order_by("pk")
+
+    history = admin_client.get(f"/admin/knowledge/faqentry/{entry.pk}/history/")
+    assert history.status_code == 200
+    compare = admin_client.get(f"/admin/knowledge/faqentry/{entry.pk}/history/compare/",
+                               {"version_id1": first.pk, "version_id2": second.pk})
+    assert compare.status_code == 200
+    assert "Five days." in compare.content.decode() and "Ten days." in compare.content.decode()
+
+    url = f"/admin/knowledge/faqentry/{entry.pk}/history/{first.pk}/"
+    preview = admin_client.get(url)
+    assert preview.status_code == 200 and "Roll back to this revision" in preview.content.decode()
+    assert admin_client.post(url).status_code == 302
+
+    entry.refresh_from_db()
+    assert (entry.answer, entry.version) == ("Five days.", 3)
+    assert Version.objects.get_for_object(entry).count() == 3
+
+
+def test_admin_bulk_archive_and_filters(admin_client: Client, kb: KnowledgeBase) -> None:
+    entries = [faq_entry_create(kb=kb, data={"question": f"Q{n}", "tags": ["billing"]}) for n in range(2)]
+    response = admin_client.post("/admin/knowledge/faqentry/",
+                                 {"action": "archive", "_selected_action": [e.pk for e in entries]})
+    assert response.status_code == 302
+    assert set(FaqEntry.objects.values_list("status", flat=True)) == {"archived"}
+    listing = admin_client.get("/admin/knowledge/faqentry/", {"tag": "billing", "status__exact": "archived"})
+    assert listing.status_code == 200 and "Q1" in listing.content.decode()
