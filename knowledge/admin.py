@@ -132,7 +132,8 @@ class FaqEntryAdmin(CompareVersionAdmin):
         version = get_object_or_404(Version.objects.get_for_object(entry), pk=version_id)
         if request.method == "POST":
             services.faq_entry_rollback(entry_id=entry.pk, version_id=version.pk, edited_by=request.user)
-            messages.success(request, f"Rolled back to the revision of {version.revision.date_created:%Y-%m-%d %H:%M}.")
+            when = f"{version.revision.date_created:%Y-%m-%d %H:%M}"
+            messages.success(request, f"Rolled back to the revision of {when}.")
             return HttpResponseRedirect(reverse("admin:knowledge_faqentry_change", args=[entry.pk]))
         rows = [
             {"field": field, "diff": html_diff(str(getattr(entry, field) or ""), str(version.field_dict.get(field) or ""))}

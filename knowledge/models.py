@@ -110,3 +110,6 @@ class FaqEmbedding(models.Model):
             models.UniqueConstraint(fields=["entry", "model"], name="faq_embedding_one_per_model"),
         ]
         indexes = [models.Index(fields=["kb", "model"], name="faq_embedding_kb_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model} vector of entry {self.entry_id}"

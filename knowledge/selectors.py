@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
@@ -28,9 +29,9 @@ class SearchFilters:
     category: str = ""
     language: str = ""
 
-    def sql(self) -> tuple[str, list[object]]:
+    def sql(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
-        params: list[object] = []
+        params: list[Any] = []
         if self.tags:
             clauses.append("e.tags && %s")
             params.append(list(self.tags))

@@ -8,7 +8,7 @@ from typing import Any
 
 import reversion
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import F
@@ -25,6 +25,14 @@ EDITABLE_FIELDS = ("external_id", "question", "answer", "summary", "tags", "cate
 MAX_TAGS = 50
 MAX_TAG_CHARS = 64
 LANGUAGE_CODES = {"zh", "en"}
+
+
+# Who makes a change: a signed-in user, or nobody (imports and scripts run as nobody unless told).
+Actor = User | AnonymousUser | None
+
+
+def _user(actor: Actor) -> User | None:
+    return actor if isinstance(actor, User) else None
 
 
 class FaqEntryConflict(Exception):
@@ -157,11 +165,11 @@ def _enqueue_embedding(entry_ids: list[int]) -> None:
 
 @transaction.atomic
 def faq_entry_create(
-    *, kb: KnowledgeBase, data: dict[str, Any], created_by: AbstractBaseUser | None = None,
+    *, kb: KnowledgeBase, data: dict[str, Any], created_by: Actor = None,
     comment: str = "Created",
 ) -> FaqEntry:
     cleaned = faq_entry_clean(data={"status": FaqStatus.PUBLISHED, **data})
-    user = created_by if created_by is not None and created_by.is_authenticated else None
+    user = _user(created_by)
     with reversion.create_revision():
         entry = FaqEntry.objects.create(kb=kb, created_by=user, updated_by=user, **cleaned)
         reversion.set_user(user)
@@ -172,7 +180,7 @@ def faq_entry_create(
 
 @transaction.atomic
 def faq_entry_update(
-    *, entry_id: int, expected_version: int, data: dict[str, Any], edited_by: AbstractBaseUser | None = None,
+    *, entry_id: int, expected_version: int, data: dict[str, Any], edited_by: Actor = None,
     comment: str = "Edited",
 ) -> FaqEntry:
     """Apply ``data`` if the entry is still at ``expected_version``; otherwise raise FaqEntryConflict.
@@ -189,7 +197,7 @@ def faq_entry_update(
         return entry
     for field, value in changed.items():
         setattr(entry, field, value)
-    user = edited_by if edited_by is not None and edited_by.is_authenticated else None
+    user = _user(edited_by)
     entry.version += 1
     entry.updated_by = user
     with reversion.create_revision():
@@ -201,7 +209,7 @@ def faq_entry_update(
 
 
 def faq_entry_rollback(
-    *, entry_id: int, version_id: int, edited_by: AbstractBaseUser | None = None,
+    *, entry_id: int, version_id: int, edited_by: Actor = None,
 ) -> FaqEntry:
     """Bring an entry back to an earlier revision; the rollback is itself a new revision."""
     old = Version.objects.get_for_model(FaqEntry).get(pk=version_id, object_id=str(entry_id))
@@ -212,7 +220,7 @@ def faq_entry_rollback(
 
 
 def faq_entries_set_status(
-    *, entry_ids: Iterable[int], status: str, edited_by: AbstractBaseUser | None = None,
+    *, entry_ids: Iterable[int], status: str, edited_by: Actor = None,
 ) -> int:
     """Publish or archive several entries, one revision each. Returns how many changed."""
     changed = 0
@@ -224,7 +232,7 @@ def faq_entries_set_status(
 
 
 @transaction.atomic
-def faq_entry_delete(*, entry: FaqEntry, deleted_by: AbstractBaseUser | None = None) -> None:
+def faq_entry_delete(*, entry: FaqEntry, deleted_by: Actor = None) -> None:
     kb_id = entry.kb_id
     entry.delete()  # reversion keeps the deleted entry's revisions: the admin can recover it
     _knowledge_base_bump_generation(kb_id)

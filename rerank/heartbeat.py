@@ -3,6 +3,7 @@ up and which engine and model it holds, without a broadcast round-trip to every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -30,15 +31,12 @@ def _beat(hostname: str, stop: threading.Event) -> None:
     client = _client()
     while not stop.is_set():
         payload = {**worker_identity(), "hostname": hostname, "pid": os.getpid(), "seen_at": time.time()}
-        try:
+        # Redis down: readiness says so; keep beating for when it returns.
+        with contextlib.suppress(redis.RedisError):
             client.set(KEY_PREFIX + hostname, json.dumps(payload), ex=interval * 3)
-        except redis.RedisError:
-            pass  # Redis is down: readiness will say so; keep beating for when it returns
         stop.wait(interval)
-    try:
+    with contextlib.suppress(redis.RedisError):
         client.delete(KEY_PREFIX + hostname)
-    except redis.RedisError:
-        pass
 
 
 _stop = threading.Event()

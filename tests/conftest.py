@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -91,10 +92,8 @@ def redis_client() -> redis.Redis:
 @pytest.fixture(autouse=True)
 def _clean_cache() -> Generator[None]:
     yield
-    try:
+    with contextlib.suppress(Exception):  # a test may have stopped Redis on purpose
         cache.clear()
-    except Exception:  # a test may have stopped Redis on purpose
-        pass
 
 
 @pytest.fixture

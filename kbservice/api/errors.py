@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -31,8 +32,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         details = {"fields": exc.detail}
     elif isinstance(exc.detail, list):
         details = {"errors": exc.detail}
-    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        details["retry_after"] = int(exc.wait)
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, exceptions.Throttled) and wait is not None:
+        details["retry_after"] = int(wait)
     response.data = error_body(str(exc.get_codes() if not isinstance(exc.detail, dict | list) else exc.default_code),
                                _message(exc), details)
     return response
@@ -42,9 +44,20 @@ def json_error(request: HttpRequest, *, status_code: int, code: str, message: st
     return JsonResponse(error_body(code, message), status=status_code)
 
 
-def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+API_PREFIXES = ("/api/", "/v1/")
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PREFIXES) or "application/json" in request.headers.get("Accept", "")
+
+
+def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not _wants_json(request):
+        return defaults.page_not_found(request, exception)
     return json_error(request, status_code=status.HTTP_404_NOT_FOUND, code="not_found", message="Not found.")
 
 
-def handler500(request: HttpRequest) -> JsonResponse:
+def handler500(request: HttpRequest) -> HttpResponse:
+    if not _wants_json(request):
+        return defaults.server_error(request)
     return json_error(request, status_code=500, code="server_error", message="Internal server error.")

@@ -1,0 +1,57 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from kbservice.embedded import BASE_DIR
+
+PRODUCTION_ENV = {
+    "KB_ENV": "production",
+    "KB_SECRET_KEY": "a-long-random-production-secret-key-for-the-deploy-check-0123456789",
+    "KB_ALLOWED_HOSTS": "kb.example.com",
+}
+
+
+def test_check_deploy_is_clean_with_production_settings() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=BASE_DIR, env={**os.environ, **PRODUCTION_ENV}, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key() -> None:
+    env = {**os.environ, **PRODUCTION_ENV}
+    del env["KB_SECRET_KEY"]
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=BASE_DIR, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "KB_SECRET_KEY must be set in production" in result.stderr
+
+
+def test_bad_setting_values_are_refused_by_name() -> None:
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=BASE_DIR,
+                            env={**os.environ, "KB_RERANK_TIMEOUT": "soon"}, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "KB_RERANK_TIMEOUT='soon'" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is installed by make")
+def test_docker_compose_file_is_valid_and_reserves_a_gpu_for_rerank() -> None:
+    env = {**os.environ, "KB_SECRET_KEY": "s", "POSTGRES_PASSWORD": "p", "KB_ALLOWED_HOSTS": "kb.example.com"}
+    result = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config"], cwd=BASE_DIR, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    config = result.stdout
+    for service in ("postgres:", "redis:", "web:", "worker:", "rerank:"):
+        assert f"\n  {service}" in config
+    assert "capabilities:\n              - gpu" in config or "- gpu" in config
+    assert config.count("healthcheck:") >= 5
+
+    missing = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config", "-q"], cwd=BASE_DIR,
+                             env={k: v for k, v in env.items() if k != "KB_SECRET_KEY"},
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "KB_SECRET_KEY" in missing.stderr
