@@ -32,4 +32,5 @@ FROM base AS rerank
 ARG VLLM_SPEC="vllm==0.33.0"
 RUN pip install "$VLLM_SPEC" && pip install -r /tmp/requirements.txt && pip install --no-deps .
 USER kb
-CMD ["celery", "-A", "kbservice", "worker", "-Q", "rerank", "-P", "solo", "--prefetch-multiplier", "1", "-l", "INFO"]
+# Threads, not prefork: one process holds the model; its threads feed the micro-batcher.
+CMD ["celery", "-A", "kbservice", "worker", "-Q", "rerank", "-P", "threads", "-c", "16", "--prefetch-multiplier", "1", "-l", "INFO"]

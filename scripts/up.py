@@ -129,10 +129,12 @@ def main() -> int:
                             "--access-logfile", "-"], env)
         stack.spawn("worker", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", "default",
                                "-c", "2", "-n", f"cpu-{port}@%h", "-l", "INFO"], env)
-        # One process holds the reranker (solo pool: vLLM cannot run inside a daemonic child).
+        # One process holds the reranker; its threads feed the micro-batcher (a prefork child is
+        # daemonic and could not start vLLM's engine process).
+        concurrency = os.environ.get("KB_RERANK_CONCURRENCY", "16")
         stack.spawn("rerank", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", "rerank",
-                               "-P", "solo", "--prefetch-multiplier", "1", "-n", f"rerank-{port}@%h",
-                               "-l", "INFO"], env)
+                               "-P", "threads", "-c", concurrency, "--prefetch-multiplier", "1",
+                               "-n", f"rerank-{port}@%h", "-l", "INFO"], env)
         base = f"http://{host}:{port}"
         wait_ready(f"{base}/readyz", stack)
         log(f"web       {base}/")

@@ -22,13 +22,14 @@ WORKER_LOG_DIR = BASE_DIR / "var" / "test" / "logs"
 class WorkerProcess:
     """A real `celery worker` subprocess bound to the test database and the test Redis."""
 
-    def __init__(self, *, queues: str, name: str, env: dict[str, str]) -> None:
+    def __init__(self, *, queues: str, name: str, env: dict[str, str], pool: str, concurrency: int) -> None:
         WORKER_LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = WORKER_LOG_DIR / f"{name}.log"
         self.name = name
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "kbservice", "worker", "-Q", queues, "-P", "solo",
+            [sys.executable, "-m", "celery", "-A", "kbservice", "worker", "-Q", queues, "-P", pool,
+             "-c", str(concurrency),
              "-n", f"{name}@%h", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
              "-l", "INFO"],
             cwd=BASE_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -67,16 +68,22 @@ def start_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[C
     started: list[WorkerProcess] = []
     counter = iter(range(1000))
 
-    def start(queues: str = "default", **extra_env: str) -> WorkerProcess:
+    def start(queues: str = "default", *, pool: str = "solo", concurrency: int = 1, **extra_env: str) -> WorkerProcess:
         env = {**os.environ, "DATABASE_URL": _test_database_url(), "REDIS_URL": settings.REDIS_URL,
                "KB_LOG_FORMAT": "console", **extra_env}
-        worker = WorkerProcess(queues=queues, name=f"test-{queues.replace(',', '-')}-{next(counter)}", env=env)
+        worker = WorkerProcess(queues=queues, name=f"test-{queues.replace(',', '-')}-{next(counter)}", env=env,
+                               pool=pool, concurrency=concurrency)
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
         worker.stop()
+
+
+def start_rerank_worker(start_worker: Callable[..., WorkerProcess], **extra_env: str) -> WorkerProcess:
+    """A rerank worker as production runs it: a thread pool feeding the micro-batcher."""
+    return start_worker("rerank", pool="threads", concurrency=8, **extra_env)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 import pytest
 from django.test import Client
 
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, start_rerank_worker
 from tests.helpers import wait_until
 
 
@@ -19,7 +19,7 @@ def test_readyz_needs_a_rerank_worker(transactional_db: None, client: Client, st
     if before.status_code == 503:
         assert not body["checks"]["rerank_worker"]["ok"]
 
-    worker: WorkerProcess = start_worker("rerank")  # type: ignore[operator]
+    worker: WorkerProcess = start_rerank_worker(start_worker)  # type: ignore[arg-type]
     wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30)
     workers = client.get("/readyz").json()["checks"]["rerank_worker"]["workers"]
     assert any(w["engine"] == "lite" for w in workers)

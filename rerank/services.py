@@ -1,0 +1,66 @@
+"""The caller's side of reranking: send requests to the rerank worker and wait, within a deadline."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.canvas import Signature
+from celery.result import AsyncResult
+from django.conf import settings
+
+from rerank.batching import RerankRequest
+from rerank.tasks import rerank_score_task
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RerankOutcome:
+    """Scores per request in input order, or ``status="unavailable"`` with the reason.
+
+    "unavailable" is a normal result, not an exception: the caller answers without reranking
+    and says so, rather than failing the customer's question."""
+
+    status: Literal["ok", "unavailable"]
+    scores: list[list[float]] = field(default_factory=list)
+    engine: str = ""
+    model: str = ""
+    task_id: str = ""
+    reason: str = ""
+
+
+def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = None) -> AsyncResult:
+    payload = [{"query": r.query, "documents": r.documents, "instruction": r.instruction} for r in requests]
+    return rerank_score_task.apply_async(
+        kwargs={"requests": payload}, queue="rerank", expires=settings.KB_RERANK_EXPIRES, link=link,
+    )
+
+
+def rerank_score(
+    *, requests: list[RerankRequest], timeout: float | None = None, link: Signature | None = None,
+) -> RerankOutcome:
+    """Rerank through the worker; past ``timeout`` (default KB_RERANK_TIMEOUT) give up waiting.
+
+    The task is not revoked on timeout: with ``link`` its late result still reaches whoever
+    asked for it (e.g. to update a stored answer)."""
+    wait = settings.KB_RERANK_TIMEOUT if timeout is None else timeout
+    try:
+        result = rerank_submit(requests=requests, link=link)
+    except Exception as exc:  # broker unreachable: degrade, never fail the question
+        logger.warning("rerank not queued: %s", exc)
+        return RerankOutcome(status="unavailable", reason="broker_unavailable")
+    try:
+        value: dict[str, Any] = result.get(timeout=wait, propagate=True, disable_sync_subtasks=False)
+    except CeleryTimeoutError:
+        return RerankOutcome(status="unavailable", task_id=result.id, reason="timeout")
+    except Exception as exc:  # the engine failed, or the result backend went away
+        logger.warning("rerank failed: %s", exc)
+        return RerankOutcome(status="unavailable", task_id=result.id, reason="error")
+    with contextlib.suppress(Exception):
+        result.forget()  # the caller has it; don't keep it in Redis for CELERY_RESULT_EXPIRES
+    return RerankOutcome(status="ok", scores=value["scores"], engine=value["engine"], model=value["model"],
+                         task_id=result.id)
