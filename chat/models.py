@@ -1,4 +1,5 @@
 import hashlib
+import uuid
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
@@ -62,3 +63,111 @@ class ApiKey(models.Model):
 
     def allows_kb(self, kb_id: int) -> bool:
         return self.kb_id is None or self.kb_id == kb_id
+
+
+class Decision(models.TextChoices):
+    ANSWER = "answer", "Answer"
+    SUGGEST = "suggest", "Suggest"
+    HANDOFF = "handoff", "Hand off"
+
+
+class Ticket(models.Model):
+    """A customer's conversation: one or more questions, the answers given, and its outcome."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        HANDED_OFF = "handed_off", "Handed off"
+        RESOLVED = "resolved", "Resolved"
+
+    # What clients see: unguessable, so holding a ticket's id is what lets a widget follow it up.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="tickets")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    customer = models.CharField(max_length=200, blank=True)
+    channel = models.CharField(max_length=32, default="api")
+    assigned_to = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    handed_off_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["kb", "status", "-updated_at"], name="ticket_inbox")]
+
+    def __str__(self) -> str:
+        return f"Ticket {self.pk} ({self.status})"
+
+
+class Question(models.Model):
+    """One question asked on a ticket and the answer we gave (the stored response)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ANSWERED = "answered", "Answered"
+        FAILED = "failed", "Failed"
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="questions")
+    text = models.TextField()
+    normalized = models.TextField()
+    instruction = models.TextField(blank=True)
+    filters = models.JSONField(default=dict, blank=True)
+    top_n = models.PositiveIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    decision = models.CharField(max_length=16, choices=Decision.choices, blank=True)
+    response = models.JSONField(default=dict, blank=True)
+    rerank_status = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+
+class Feedback(models.Model):
+    class Source(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        AGENT = "agent", "Agent"
+
+    question = models.ForeignKey(Question, on_delete=models.CASCADE, related_name="feedback")
+    helpful = models.BooleanField(null=True, blank=True)
+    chosen_entry = models.ForeignKey("knowledge.FaqEntry", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    comment = models.TextField(blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.CUSTOMER)
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Feedback on question {self.question_id}"
+
+
+class AskLog(models.Model):
+    """One row per ask, for analytics: what was asked, what we decided, how fast, from cache or not."""
+
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
+    question = models.ForeignKey(Question, null=True, blank=True, on_delete=models.SET_NULL, related_name="logs")
+    text = models.TextField()
+    normalized = models.TextField()
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    top_entry = models.ForeignKey("knowledge.FaqEntry", null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+")
+    top_score = models.FloatField(null=True, blank=True)
+    cache = models.CharField(max_length=8)
+    degraded = models.BooleanField(default=False)
+    timings_ms = models.JSONField(default=dict)
+    source = models.CharField(max_length=32, default="api")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kb", "-created_at"], name="asklog_kb_time")]
+
+    def __str__(self) -> str:
+        return f"{self.decision}: {self.text[:60]}"

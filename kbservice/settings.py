@@ -166,6 +166,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["kbservice.api.throttling.KeyRateThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "kbservice API",
@@ -208,6 +211,8 @@ KB_IMPORT_MAX_BYTES = env_int("KB_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1
 KB_IMPORT_MAX_ROWS = env_int("KB_IMPORT_MAX_ROWS", 50000, minimum=1)
 
 # --- Rerank -------------------------------------------------------------------------------------
+# The Celery queue rerank workers consume (their `-Q`); e.g. one queue per GPU pool.
+KB_RERANK_QUEUE = env_str("KB_RERANK_QUEUE", "rerank")
 KB_RERANK_BACKEND = env_choice("KB_RERANK_BACKEND", "lite", {"lite", "transformers", "vllm", "vllm-server"})
 KB_RERANK_MODEL = env_str("KB_RERANK_MODEL", "Qwen/Qwen3-Reranker-0.6B")
 KB_RERANK_URL = env_str("KB_RERANK_URL")
@@ -224,6 +229,11 @@ KB_RERANK_EXPIRES = env_int("KB_RERANK_EXPIRES", 120, minimum=1)
 KB_RERANK_MAX_DOCUMENTS = env_int("KB_RERANK_MAX_DOCUMENTS", 1000, minimum=1)
 KB_RERANK_MAX_DOCUMENT_CHARS = env_int("KB_RERANK_MAX_DOCUMENT_CHARS", 20000, minimum=100)
 KB_RERANK_MAX_QUERIES = env_int("KB_RERANK_MAX_QUERIES", 32, minimum=1)
+
+# --- Answers ------------------------------------------------------------------------------------
+KB_ANSWER_CACHE_TTL = env_int("KB_ANSWER_CACHE_TTL", 3600, minimum=1)
+KB_THROTTLE_RATE = env_str("KB_THROTTLE_RATE", "600/min")
+KB_WIDGET_THROTTLE_RATE = env_str("KB_WIDGET_THROTTLE_RATE", "60/min")
 
 # --- Logging ------------------------------------------------------------------------------------
 KB_LOG_FORMAT = env_choice("KB_LOG_FORMAT", "json" if PRODUCTION else "console", {"json", "console"})

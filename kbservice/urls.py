@@ -10,6 +10,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", include("rerank.urls")),
     path("api/v1/", include("rerank.urls")),
+    path("api/v1/", include("knowledge.urls")),
+    path("api/v1/", include("chat.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -19,6 +19,7 @@ from reversion_compare.helpers import html_diff
 
 from knowledge import services
 from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.resources import FaqEntryImportExportMixin
 from knowledge.selectors import knowledge_base_embedding_status
 
 
@@ -72,7 +73,7 @@ class TagFilter(admin.SimpleListFilter):
 
 
 @admin.register(FaqEntry)
-class FaqEntryAdmin(CompareVersionAdmin):
+class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
     form = FaqEntryForm
     list_display = ("question", "kb", "status", "language", "category", "version", "updated_at", "updated_by")
     list_filter = ("kb", "status", "language", "category", TagFilter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,3 +120,59 @@ def knowledge_base_embedding_status(*, kb: KnowledgeBase, model: str | None = No
 def faq_entries_needing_embedding(*, kb: KnowledgeBase, model: str) -> QuerySet[FaqEntry]:
     fresh = FaqEmbedding.objects.filter(kb=kb, model=model, entry__content_hash=F("content_hash"))
     return FaqEntry.objects.filter(kb=kb).exclude(Q(pk__in=fresh.values("entry_id"))).order_by("pk")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    entry: FaqEntry
+    vector: Hit | None
+    fulltext: Hit | None
+    fused: float
+    vector_rank: int | None
+    fulltext_rank: int | None
+
+
+@dataclass(frozen=True)
+class Recall:
+    candidates: list[Candidate]
+    vector_hits: list[Hit]
+    fulltext_hits: list[Hit]
+    language: str
+    timings_ms: dict[str, float]
+
+
+def query_language(query: str) -> str:
+    return "zh" if kb_text.has_cjk(query) else "en"
+
+
+def faq_recall(
+    *, kb: KnowledgeBase, query: str, filters: SearchFilters | None = None, recall_k: int | None = None,
+    limit: int | None = None,
+) -> Recall:
+    """Hybrid recall: HNSW top-k ∪ full-text top-k, fused with the method measured for the
+    query's language, cut to ``limit`` (default: the knowledge base's rerank_k)."""
+    from knowledge.fusion import fuse
+
+    k = recall_k or kb.recall_k
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    vector_hits = faq_vector_search(kb=kb, query=query, k=k, filters=filters)
+    timings["vector"] = round((time.perf_counter() - started) * 1000, 2)
+    started = time.perf_counter()
+    fulltext_hits = faq_fulltext_search(kb=kb, query=query, k=k, filters=filters)
+    timings["fulltext"] = round((time.perf_counter() - started) * 1000, 2)
+    language = query_language(query)
+    fused = fuse(vector_hits, fulltext_hits, language=language, limit=limit or kb.rerank_k)
+    entries = FaqEntry.objects.in_bulk([hit.entry_id for hit in fused])
+    vector_by_id = {hit.entry_id: (rank, hit) for rank, hit in enumerate(vector_hits, start=1)}
+    fulltext_by_id = {hit.entry_id: (rank, hit) for rank, hit in enumerate(fulltext_hits, start=1)}
+    candidates = []
+    for hit in fused:
+        if hit.entry_id not in entries:
+            continue  # deleted between the search and this read
+        vector_rank, vector_hit = vector_by_id.get(hit.entry_id, (None, None))
+        fulltext_rank, fulltext_hit = fulltext_by_id.get(hit.entry_id, (None, None))
+        candidates.append(Candidate(entry=entries[hit.entry_id], vector=vector_hit, fulltext=fulltext_hit,
+                                    fused=hit.score, vector_rank=vector_rank, fulltext_rank=fulltext_rank))
+    return Recall(candidates=candidates, vector_hits=vector_hits, fulltext_hits=fulltext_hits, language=language,
+                  timings_ms=timings)

@@ -290,3 +290,17 @@ def knowledge_base_switch_embed_model(*, kb: KnowledgeBase, model: str) -> None:
         if old != model:
             FaqEmbedding.objects.filter(kb=kb, model=old).delete()
     kb.refresh_from_db()
+
+
+def knowledge_base_set_pending_embed_model(*, kb: KnowledgeBase, model: str) -> None:
+    """Start moving ``kb`` to another embedding model; queries keep using the current one until
+    ``knowledge_base_switch_embed_model``. Loads the model first, so a bad name fails before any work."""
+    get_embedder(model)
+    KnowledgeBase.objects.filter(pk=kb.pk).update(pending_embed_model=model)
+    kb.pending_embed_model = model
+
+
+def faq_embeddings_mark_stale(*, kb: KnowledgeBase, model: str) -> int:
+    """Make every ``model`` vector of ``kb`` due for re-embedding without deleting it: search keeps
+    using each old vector until its replacement is written. Returns how many were marked."""
+    return FaqEmbedding.objects.filter(kb=kb, model=model).update(content_hash="")

@@ -44,7 +44,7 @@ class BatchStats:
 
 
 class MicroBatcher:
-    def __init__(self, engine: "RerankEngine", *, max_wait: float = 0.005, max_documents: int = 512) -> None:
+    def __init__(self, engine: RerankEngine, *, max_wait: float = 0.005, max_documents: int = 512) -> None:
         self.engine = engine
         self.max_wait = max_wait
         self.max_documents = max_documents

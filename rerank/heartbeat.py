@@ -14,7 +14,6 @@ import redis
 from celery import signals
 from django.conf import settings
 
-RERANK_QUEUE = "rerank"
 KEY_PREFIX = "kb:rerank:worker:"
 
 
@@ -46,7 +45,7 @@ _stop = threading.Event()
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any, **kwargs: Any) -> None:
     queues = set(sender.app.amqp.queues.consume_from or {})
-    if RERANK_QUEUE not in queues:
+    if settings.KB_RERANK_QUEUE not in queues:
         return
     threading.Thread(target=_beat, args=(sender.hostname, _stop), daemon=True, name="rerank-heartbeat").start()
 

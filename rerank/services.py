@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.canvas import Signature
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from django.conf import settings
 
@@ -36,7 +36,7 @@ class RerankOutcome:
 def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = None) -> AsyncResult:
     payload = [{"query": r.query, "documents": r.documents, "instruction": r.instruction} for r in requests]
     return rerank_score_task.apply_async(
-        kwargs={"requests": payload}, queue="rerank", expires=settings.KB_RERANK_EXPIRES, link=link,
+        kwargs={"requests": payload}, queue=settings.KB_RERANK_QUEUE, expires=settings.KB_RERANK_EXPIRES, link=link,
     )
 
 

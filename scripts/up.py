@@ -132,7 +132,7 @@ def main() -> int:
         # One process holds the reranker; its threads feed the micro-batcher (a prefork child is
         # daemonic and could not start vLLM's engine process).
         concurrency = os.environ.get("KB_RERANK_CONCURRENCY", "16")
-        stack.spawn("rerank", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", "rerank",
+        stack.spawn("rerank", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", os.environ.get("KB_RERANK_QUEUE", "rerank"),
                                "-P", "threads", "-c", concurrency, "--prefetch-multiplier", "1",
                                "-n", f"rerank-{port}@%h", "-l", "INFO"], env)
         base = f"http://{host}:{port}"

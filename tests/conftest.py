@@ -24,9 +24,10 @@ class WorkerProcess:
 
     def __init__(self, *, queues: str, name: str, env: dict[str, str], pool: str, concurrency: int) -> None:
         WORKER_LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = WORKER_LOG_DIR / f"{name}.log"
+        # One log per worker and test process: "ready." must come from this worker, not another run's.
+        self.log_path = WORKER_LOG_DIR / f"{name}-{os.getpid()}.log"
         self.name = name
-        self._log = self.log_path.open("ab")
+        self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "kbservice", "worker", "-Q", queues, "-P", pool,
              "-c", str(concurrency),

@@ -4,7 +4,10 @@ its settings, so `make test` needs nothing running and never touches the `make u
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,15 +15,34 @@ import pytest
 from kbservice.embedded import VAR_DIR, EmbeddedPostgres, EmbeddedRedis
 
 _started: list[Any] = []
+_run_dirs: list[Path] = []
+
+
+def suite_redis() -> EmbeddedRedis:
+    """The suite's Redis, for tests that stop and restart it on purpose."""
+    return next(service for service in _started if isinstance(service, EmbeddedRedis))
+
+
+def restart_test_redis() -> EmbeddedRedis:
+    """Start the suite's Redis again on the same port (its clients reconnect by themselves)."""
+    old = suite_redis()
+    old.stop()
+    new = EmbeddedRedis.start(old.data_dir, persist=False, port=old.port)
+    _started[_started.index(old)] = new
+    return new
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: Any, args: list[str]) -> Generator[None]:
     # xdist workers inherit the controller's environment, and with it its stack.
     if "KB_TEST_STACK" not in os.environ:
-        postgres = EmbeddedPostgres.start(VAR_DIR / "test" / "pgdata")
+        # A fresh data folder per run: concurrent runs in one checkout never share (or stop) a server.
+        (VAR_DIR / "test").mkdir(parents=True, exist_ok=True)
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=VAR_DIR / "test"))
+        _run_dirs.append(run_dir)
+        postgres = EmbeddedPostgres.start(run_dir / "pgdata")
         postgres.ensure_database("kbservice")
-        redis = EmbeddedRedis.start(VAR_DIR / "test" / "redis", persist=False)
+        redis = EmbeddedRedis.start(run_dir / "redis", persist=False)
         _started.extend([redis, postgres])
         os.environ.update(
             KB_TEST_STACK="1",
@@ -35,3 +57,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     for service in _started:
         service.stop()
     _started.clear()
+    for run_dir in _run_dirs:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    _run_dirs.clear()

@@ -92,7 +92,7 @@ def requires_scope(scope: str) -> type[permissions.BasePermission]:
     class HasScope(permissions.BasePermission):
         message = f"This needs the '{scope}' scope."
 
-        def has_permission(self, request: Request, view: "APIView") -> bool:
+        def has_permission(self, request: Request, view: APIView) -> bool:
             if not request.user or not request.user.is_authenticated:
                 raise exceptions.NotAuthenticated()
             return request_has_scope(request, scope)

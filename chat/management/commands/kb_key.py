@@ -45,7 +45,8 @@ class Command(BaseCommand):
                 scopes=split(options["scopes"]), allowed_origins=split(options["origins"]),
             )
         except ValidationError as error:
-            raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items()))
+            problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in error.message_dict.items())
+            raise CommandError(problems) from error
         self.stdout.write(raw)
         self.stderr.write(f"Created {key.kind} key {key.pk} ({key.key_prefix}…) with scopes {','.join(key.scopes)}. "
                           "Store it now: it is not shown again.")

@@ -1,0 +1,244 @@
+"""Public REST API: ask, tickets, feedback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chat.models import ApiKey, Question, Scope, Ticket
+from chat.services.ask import AskParams, ask, question_clean
+from chat.services.tickets import (
+    feedback_create,
+    question_submit,
+    ticket_create,
+    ticket_hand_off,
+    ticket_resolve,
+)
+from kbservice.api.auth import requires_scope
+from knowledge.models import KnowledgeBase
+from knowledge.selectors import SearchFilters
+
+
+def raise_drf(error: DjangoValidationError) -> None:
+    raise exceptions.ValidationError(error.message_dict if hasattr(error, "error_dict") else error.messages)
+
+
+def kb_for(request: Request, slug: str) -> KnowledgeBase:
+    """The knowledge base, if this caller may use it; 404 otherwise (never reveal others' bases)."""
+    kb = KnowledgeBase.objects.filter(slug=slug).first()
+    if kb is None or (isinstance(request.auth, ApiKey) and not request.auth.allows_kb(kb.pk)):
+        raise exceptions.NotFound(f"No knowledge base {slug!r}.")
+    return kb
+
+
+def ticket_for(request: Request, public_id: Any) -> Ticket:
+    ticket = Ticket.objects.select_related("kb").filter(public_id=public_id).first()
+    if ticket is None or (isinstance(request.auth, ApiKey) and not request.auth.allows_kb(ticket.kb_id)):
+        raise exceptions.NotFound("No such ticket.")
+    return ticket
+
+
+class FiltersInput(serializers.Serializer):
+    tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=20)
+    category = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    language = serializers.CharField(required=False, allow_blank=True, max_length=16)
+
+
+class QuestionField(serializers.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, allow_blank=True, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            return question_clean(text=data)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.message_dict["question"]) from error
+
+
+class AskInput(serializers.Serializer):
+    kb = serializers.SlugField(max_length=64)
+    question = QuestionField()
+    instruction = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    filters = FiltersInput(required=False)
+    top_n = serializers.IntegerField(required=False, min_value=1, max_value=20)
+    ticket = serializers.UUIDField(required=False)
+    customer = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+    def params(self) -> AskParams:
+        data = self.validated_data
+        filters = data.get("filters") or {}
+        return AskParams(
+            question=data["question"], instruction=data.get("instruction", ""),
+            filters=SearchFilters(tags=tuple(filters.get("tags", ())), category=filters.get("category", ""),
+                                  language=filters.get("language", "")),
+            top_n=data.get("top_n"),
+        )
+
+
+class AskApi(APIView):
+    permission_classes = [requires_scope(Scope.ASK)]
+
+    @extend_schema(request=AskInput, responses={200: OpenApiResponse(description="The answer")},
+                   operation_id="ask")
+    def post(self, request: Request) -> Response:
+        data = AskInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        kb = kb_for(request, data.validated_data["kb"])
+        ticket = None
+        if "ticket" in data.validated_data:
+            ticket = ticket_for(request, data.validated_data["ticket"])
+            if ticket.kb_id != kb.pk:
+                raise exceptions.ValidationError({"ticket": ["belongs to another knowledge base"]})
+        channel = "widget" if isinstance(request.auth, ApiKey) and request.auth.kind == "publishable" else "api"
+        result = ask(kb=kb, params=data.params(), ticket=ticket, customer=data.validated_data.get("customer", ""),
+                     channel=channel)
+        return Response(result)
+
+
+class TicketCreateInput(AskInput):
+    ticket = None  # type: ignore[assignment]
+
+
+def ticket_payload(ticket: Ticket, *, with_questions: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": str(ticket.public_id), "kb": ticket.kb.slug, "status": ticket.status, "customer": ticket.customer,
+        "channel": ticket.channel, "created_at": ticket.created_at, "updated_at": ticket.updated_at,
+        "handed_off_at": ticket.handed_off_at, "resolved_at": ticket.resolved_at,
+    }
+    if with_questions:
+        body["questions"] = [
+            {"id": q.pk, "question": q.text, "state": q.state, "decision": q.decision or None,
+             "created_at": q.created_at, "answered_at": q.answered_at,
+             **({key: q.response.get(key) for key in ("answer", "alternatives", "rerank")} if q.response else {})}
+            for q in ticket.questions.all()
+        ]
+    return body
+
+
+class TicketListCreateApi(APIView):
+    def get_permissions(self) -> list[Any]:
+        scope = Scope.ASK if self.request.method == "POST" else Scope.TICKETS
+        return [requires_scope(scope)()]
+
+    @extend_schema(request=TicketCreateInput, responses={202: OpenApiResponse(description="Queued")},
+                   operation_id="ticket_create")
+    def post(self, request: Request) -> Response:
+        data = TicketCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        kb = kb_for(request, data.validated_data["kb"])
+        channel = "widget" if isinstance(request.auth, ApiKey) and request.auth.kind == "publishable" else "api"
+        ticket = ticket_create(kb=kb, customer=data.validated_data.get("customer", ""), channel=channel)
+        question = question_submit(ticket=ticket, params=data.params())
+        return Response({"ticket": str(ticket.public_id), "question_id": question.pk, "state": question.state,
+                         "poll": f"/api/v1/tickets/{ticket.public_id}"}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: OpenApiResponse(description="Tickets")}, operation_id="ticket_list")
+    def get(self, request: Request) -> Response:
+        tickets: QuerySet[Ticket] = Ticket.objects.select_related("kb").order_by("-updated_at")
+        if isinstance(request.auth, ApiKey) and request.auth.kb_id is not None:
+            tickets = tickets.filter(kb_id=request.auth.kb_id)
+        for param, field in (("kb", "kb__slug"), ("status", "status")):
+            if request.query_params.get(param):
+                tickets = tickets.filter(**{field: request.query_params[param]})
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(tickets, request, view=self) or []
+        return paginator.get_paginated_response([ticket_payload(t, with_questions=False) for t in page])
+
+
+class TicketDetailApi(APIView):
+    permission_classes = [requires_scope(Scope.ASK)]
+
+    @extend_schema(responses={200: OpenApiResponse(description="The ticket")}, operation_id="ticket_get")
+    def get(self, request: Request, public_id: str) -> Response:
+        return Response(ticket_payload(ticket_for(request, public_id)))
+
+
+class FollowUpInput(serializers.Serializer):
+    question = QuestionField()
+    instruction = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class TicketQuestionApi(APIView):
+    permission_classes = [requires_scope(Scope.ASK)]
+
+    @extend_schema(request=FollowUpInput, responses={202: OpenApiResponse(description="Queued")},
+                   operation_id="ticket_follow_up")
+    def post(self, request: Request, public_id: str) -> Response:
+        ticket = ticket_for(request, public_id)
+        data = FollowUpInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        if ticket.status == Ticket.Status.RESOLVED:
+            raise exceptions.ValidationError({"ticket": ["is resolved; open a new ticket"]})
+        question = question_submit(ticket=ticket, params=AskParams(
+            question=data.validated_data["question"], instruction=data.validated_data.get("instruction", "")))
+        return Response({"ticket": str(ticket.public_id), "question_id": question.pk, "state": question.state},
+                        status=status.HTTP_202_ACCEPTED)
+
+
+class TicketHandOffApi(APIView):
+    """The customer (or an agent) asks for a person."""
+
+    permission_classes = [requires_scope(Scope.ASK)]
+
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="The ticket")},
+                   operation_id="ticket_hand_off")
+    def post(self, request: Request, public_id: str) -> Response:
+        try:
+            ticket = ticket_hand_off(ticket=ticket_for(request, public_id))
+        except DjangoValidationError as error:
+            raise_drf(error)
+        return Response(ticket_payload(ticket))
+
+
+class TicketResolveApi(APIView):
+    permission_classes = [requires_scope(Scope.TICKETS)]
+
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="The ticket")},
+                   operation_id="ticket_resolve")
+    def post(self, request: Request, public_id: str) -> Response:
+        by = request.user if getattr(request.user, "pk", None) else None
+        return Response(ticket_payload(ticket_resolve(ticket=ticket_for(request, public_id), resolved_by=by)))
+
+
+class FeedbackInput(serializers.Serializer):
+    ticket = serializers.UUIDField()
+    question_id = serializers.IntegerField(min_value=1)
+    helpful = serializers.BooleanField(required=False, allow_null=True, default=None)
+    chosen_entry = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=4000, default="")
+
+
+class FeedbackApi(APIView):
+    permission_classes = [requires_scope(Scope.FEEDBACK)]
+
+    @extend_schema(request=FeedbackInput, responses={201: OpenApiResponse(description="Recorded")},
+                   operation_id="feedback_create")
+    def post(self, request: Request) -> Response:
+        data = FeedbackInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        ticket = ticket_for(request, data.validated_data["ticket"])
+        question = get_object_or_404(Question, pk=data.validated_data["question_id"], ticket=ticket)
+        # Keys are customers' widgets and integrations; signed-in staff are agents.
+        source = "customer" if isinstance(request.auth, ApiKey) else "agent"
+        try:
+            feedback = feedback_create(
+                question=question, helpful=data.validated_data["helpful"],
+                chosen_entry_id=data.validated_data.get("chosen_entry"), comment=data.validated_data["comment"],
+                source=source, created_by=request.user,
+            )
+        except DjangoValidationError as error:
+            raise_drf(error)
+        return Response({"id": feedback.pk, "question_id": question.pk, "helpful": feedback.helpful,
+                         "chosen_entry": feedback.chosen_entry_id, "comment": feedback.comment,
+                         "source": feedback.source}, status=status.HTTP_201_CREATED)

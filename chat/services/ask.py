@@ -1,0 +1,252 @@
+"""The ask pipeline: one question in, the right FAQ answer out, with evidence and a decision."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from chat import answer_cache
+from chat.highlight import highlight
+from chat.models import AskLog, Decision, Question, Ticket
+from knowledge.models import FaqEntry, KnowledgeBase
+from knowledge.selectors import Candidate, SearchFilters, faq_recall
+from knowledge.text import strip_control_characters
+from rerank.batching import RerankRequest
+from rerank.services import RerankOutcome, rerank_score
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AskParams:
+    question: str
+    instruction: str = ""
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    top_n: int | None = None
+
+
+def question_clean(*, text: Any) -> str:
+    """The question as asked, validated; raises ValidationError for what we cannot answer."""
+    if not isinstance(text, str):
+        raise ValidationError({"question": ["must be text"]})
+    if strip_control_characters(text) != text:
+        raise ValidationError({"question": ["contains control characters"]})
+    text = text.strip()
+    if not text:
+        raise ValidationError({"question": ["must not be empty"]})
+    if len(text) > settings.KB_MAX_QUESTION_CHARS:
+        limit = settings.KB_MAX_QUESTION_CHARS
+        raise ValidationError({"question": [f"is {len(text)} characters; the limit is {limit}"]})
+    return text
+
+
+def faq_rerank_document(entry: FaqEntry) -> str:
+    # The summary sits next to the question: it states the customer's problem in system terms,
+    # which is what lets the cross-encoder match colloquial questions to engineering answers.
+    return "\n".join(part for part in (entry.question, entry.summary, entry.answer) if part.strip())
+
+
+def decide(*, kb: KnowledgeBase, top_score: float | None, degraded: bool, has_candidates: bool) -> str:
+    if not has_candidates:
+        return Decision.HANDOFF
+    if degraded or top_score is None:
+        # Without the cross-encoder we cannot claim confidence: show candidates, let a person pick.
+        return Decision.SUGGEST
+    if top_score >= kb.answer_threshold:
+        return Decision.ANSWER
+    if top_score >= kb.suggest_threshold:
+        return Decision.SUGGEST
+    return Decision.HANDOFF
+
+
+def _entry_payload(candidate: Candidate, *, rank: int, rerank: float | None, question: str,
+                   embed_model: str | None) -> dict[str, Any]:
+    entry = candidate.entry
+    marked = highlight(question=question, text=entry.answer, embed_model=embed_model)
+    return {
+        "id": entry.pk,
+        "external_id": entry.external_id,
+        "revision": entry.version,
+        "question": entry.question,
+        "answer": entry.answer,
+        "summary": entry.summary,
+        "tags": entry.tags,
+        "category": entry.category,
+        "language": entry.language,
+        "rank": rank,
+        "scores": {
+            "vector": candidate.vector.score if candidate.vector else None,
+            "keyword": candidate.fulltext.score if candidate.fulltext else None,
+            "fused": candidate.fused,
+            "rerank": rerank,
+        },
+        "recall_ranks": {"vector": candidate.vector_rank, "keyword": candidate.fulltext_rank},
+        "highlight": marked.as_dict(),
+    }
+
+
+def compose_answer(*, kb: KnowledgeBase, params: AskParams, candidates: list[Candidate], outcome: RerankOutcome,
+                   timings: dict[str, float]) -> dict[str, Any]:
+    top_n = params.top_n or kb.top_n
+    if outcome.status == "ok" and candidates:
+        scores = outcome.scores[0]
+        ranked = sorted(zip(candidates, scores, strict=True), key=lambda pair: -pair[1])
+        scored: list[tuple[Candidate, float | None]] = list(ranked)
+    else:
+        scored = [(candidate, None) for candidate in candidates]
+    degraded = outcome.status != "ok" and bool(candidates)
+    top_score = scored[0][1] if scored else None
+    decision = decide(kb=kb, top_score=top_score, degraded=degraded, has_candidates=bool(scored))
+    started = time.perf_counter()
+    shown = [
+        _entry_payload(candidate, rank=rank, rerank=score, question=params.question,
+                       embed_model=kb.embed_model if rank == 1 else None)
+        for rank, (candidate, score) in enumerate(scored[:top_n], start=1)
+    ]
+    timings["highlight"] = round((time.perf_counter() - started) * 1000, 2)
+    return {
+        "decision": decision,
+        "answer": shown[0] if shown else None,
+        "alternatives": shown[1:],
+        "candidates": [candidate.entry.pk for candidate, _ in scored],
+        "rerank": {
+            "engine": outcome.engine or settings.KB_RERANK_BACKEND,
+            "model": outcome.model or (settings.KB_RERANK_MODEL if settings.KB_RERANK_BACKEND != "lite" else "lite"),
+            "status": "ok" if outcome.status == "ok" else ("skipped" if not candidates else "degraded"),
+            **({"reason": outcome.reason} if outcome.status != "ok" and candidates else {}),
+        },
+        "thresholds": {"answer": kb.answer_threshold, "suggest": kb.suggest_threshold},
+    }
+
+
+def _compute(kb: KnowledgeBase, params: AskParams) -> tuple[dict[str, Any], bool]:
+    timings: dict[str, float] = {}
+    recall = faq_recall(kb=kb, query=params.question, filters=params.filters)
+    timings.update({f"recall_{name}": ms for name, ms in recall.timings_ms.items()})
+    outcome = RerankOutcome(status="ok", scores=[[]])
+    if recall.candidates:
+        started = time.perf_counter()
+        documents = [faq_rerank_document(candidate.entry) for candidate in recall.candidates]
+        outcome = rerank_score(requests=[RerankRequest(query=params.question, documents=documents,
+                                                       instruction=params.instruction or kb.rerank_instruction)])
+        timings["rerank"] = round((time.perf_counter() - started) * 1000, 2)
+    value = compose_answer(kb=kb, params=params, candidates=recall.candidates, outcome=outcome, timings=timings)
+    value["timings_ms"] = timings
+    # A degraded answer is shared with identical in-flight asks but never cached: the next ask
+    # should get the reranked one.
+    return value, value["rerank"]["status"] != "degraded"
+
+
+def _cache_key(kb: KnowledgeBase, params: AskParams, normalized: str) -> str:
+    return answer_cache.cache_key(
+        kb=kb.pk, generation=kb.content_generation, question=normalized,
+        instruction=params.instruction or kb.rerank_instruction, filters=params.filters.__dict__,
+        top_n=params.top_n or kb.top_n, embed=kb.embed_model,
+        rerank=[settings.KB_RERANK_BACKEND, settings.KB_RERANK_MODEL],
+        thresholds=[kb.answer_threshold, kb.suggest_threshold],
+    )
+
+
+def ask(*, kb: KnowledgeBase, params: AskParams, ticket: Ticket | None = None, customer: str = "",
+        channel: str = "api", pending: Question | None = None) -> dict[str, Any]:
+    """Answer a question (cached, single-flight), record it on a ticket and in the ask log."""
+    started = time.perf_counter()
+    kb.refresh_from_db(fields=["content_generation"])
+    normalized = answer_cache.normalize_question(params.question)
+    cached = answer_cache.get_or_compute(
+        _cache_key(kb, params, normalized), lambda: _compute(kb, params),
+        ttl=settings.KB_ANSWER_CACHE_TTL, wait=settings.KB_RERANK_TIMEOUT + 2,
+    )
+    value = dict(cached.value)
+    timings = dict(value.pop("timings_ms", {})) if cached.status == "miss" else {}
+    timings["total"] = round((time.perf_counter() - started) * 1000, 2)
+    question = question_record(kb=kb, params=params, normalized=normalized, value=value, ticket=ticket,
+                               customer=customer, channel=channel, cache=cached.status, timings=timings,
+                               pending=pending)
+    if value["rerank"]["status"] == "degraded":
+        transaction.on_commit(lambda: _enqueue_late_rerank(question.pk))
+    return {"ticket": str(question.ticket.public_id), "question_id": question.pk, **value, "cache": cached.status,
+            "timings_ms": timings}
+
+
+@transaction.atomic
+def question_record(*, kb: KnowledgeBase, params: AskParams, normalized: str, value: dict[str, Any],
+                    ticket: Ticket | None, customer: str, channel: str, cache: str,
+                    timings: dict[str, float], pending: Question | None = None) -> Question:
+    """Store the answer: on the pending question of an async ticket, or as a new question."""
+    if pending is not None:
+        Question.objects.filter(pk=pending.pk).update(
+            normalized=normalized, state=Question.State.ANSWERED, decision=value["decision"], response=value,
+            rerank_status=value["rerank"]["status"], answered_at=timezone.now(),
+        )
+        question = Question.objects.select_related("ticket").get(pk=pending.pk)
+        _ask_log(kb=kb, question=question, value=value, cache=cache, channel=channel, timings=timings)
+        return question
+    if ticket is None:
+        ticket = Ticket.objects.create(kb=kb, customer=customer, channel=channel)
+    else:
+        Ticket.objects.filter(pk=ticket.pk).update(updated_at=timezone.now())
+    question = Question.objects.create(
+        ticket=ticket, text=params.question, normalized=normalized, instruction=params.instruction,
+        filters=params.filters.__dict__ | {"tags": list(params.filters.tags)}, top_n=params.top_n,
+        state=Question.State.ANSWERED, decision=value["decision"], response=value,
+        rerank_status=value["rerank"]["status"], answered_at=timezone.now(),
+    )
+    _ask_log(kb=kb, question=question, value=value, cache=cache, channel=channel, timings=timings)
+    return question
+
+
+def _ask_log(*, kb: KnowledgeBase, question: Question, value: dict[str, Any], cache: str, channel: str,
+             timings: dict[str, float]) -> None:
+    top = value["answer"]
+    AskLog.objects.create(
+        kb=kb, question=question, text=question.text, normalized=question.normalized, decision=value["decision"],
+        top_entry_id=top["id"] if top else None, top_score=(top["scores"]["rerank"] if top else None),
+        cache=cache, degraded=value["rerank"]["status"] == "degraded", timings_ms=timings, source=channel,
+    )
+
+
+def _enqueue_late_rerank(question_id: int) -> None:
+    from chat.tasks import question_rerank_late_task
+
+    try:
+        question_rerank_late_task.delay(question_id=question_id)
+    except Exception:  # broker down: the degraded answer stands
+        logger.warning("could not queue late rerank for question %s", question_id, exc_info=True)
+
+
+def question_rerank_late(*, question_id: int) -> bool:
+    """Rerank a question that was answered degraded and update its stored answer.
+
+    Claimed with a conditional UPDATE on ``rerank_status``, so a redelivered task or a second
+    worker never rewrites an answer that was already upgraded."""
+    question = Question.objects.select_related("ticket__kb").filter(pk=question_id, rerank_status="degraded").first()
+    if question is None:
+        return False
+    kb = question.ticket.kb
+    filters = SearchFilters(tags=tuple(question.filters.get("tags", ())), category=question.filters.get("category", ""),
+                            language=question.filters.get("language", ""))
+    params = AskParams(question=question.text, instruction=question.instruction, filters=filters,
+                       top_n=question.top_n)
+    recall = faq_recall(kb=kb, query=params.question, filters=params.filters)
+    documents = [faq_rerank_document(candidate.entry) for candidate in recall.candidates]
+    outcome = rerank_score(
+        requests=[RerankRequest(query=params.question, documents=documents,
+                                instruction=params.instruction or kb.rerank_instruction)],
+        timeout=settings.KB_RERANK_EXPIRES,
+    )
+    if outcome.status != "ok":
+        return False
+    value = compose_answer(kb=kb, params=params, candidates=recall.candidates, outcome=outcome, timings={})
+    value["rerank"]["late"] = True
+    updated = Question.objects.filter(pk=question_id, rerank_status="degraded").update(
+        response=value, decision=value["decision"], rerank_status="ok",
+    )
+    return updated == 1

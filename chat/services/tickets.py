@@ -1,0 +1,98 @@
+"""Tickets: asynchronous questions, follow-ups, hand-off to a person, resolution, feedback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from chat.models import Feedback, Question, Ticket
+from chat.services.ask import AskParams, ask
+from knowledge.models import FaqEntry
+from knowledge.selectors import SearchFilters
+
+logger = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def question_submit(*, ticket: Ticket, params: AskParams) -> Question:
+    """Queue a question on a ticket; a worker answers it (see ``question_answer``)."""
+    question = Question.objects.create(
+        ticket=ticket, text=params.question, normalized="", instruction=params.instruction,
+        filters={"tags": list(params.filters.tags), "category": params.filters.category,
+                 "language": params.filters.language},
+        top_n=params.top_n,
+    )
+    Ticket.objects.filter(pk=ticket.pk).update(updated_at=timezone.now())
+    transaction.on_commit(lambda: _enqueue_answer(question.pk))
+    return question
+
+
+def _enqueue_answer(question_id: int) -> None:
+    from chat.tasks import question_answer_task
+
+    try:
+        question_answer_task.delay(question_id=question_id)
+    except Exception:  # broker down: answer here rather than leave the customer waiting forever
+        logger.warning("broker unavailable; answering question %s inline", question_id, exc_info=True)
+        question_answer(question_id=question_id)
+
+
+def question_answer(*, question_id: int) -> bool:
+    """Answer a pending question. Claimed by a conditional read of ``state``: a redelivered task
+    finds it answered and does nothing."""
+    pending = Question.objects.select_related("ticket__kb").filter(pk=question_id, state=Question.State.PENDING)
+    question = pending.first()
+    if question is None:
+        return False
+    filters = SearchFilters(tags=tuple(question.filters.get("tags", ())), category=question.filters.get("category", ""),
+                            language=question.filters.get("language", ""))
+    params = AskParams(question=question.text, instruction=question.instruction, filters=filters,
+                       top_n=question.top_n)
+    ask(kb=question.ticket.kb, params=params, ticket=question.ticket, channel=question.ticket.channel,
+        pending=question)
+    return True
+
+
+def ticket_create(*, kb: Any, customer: str, channel: str) -> Ticket:
+    return Ticket.objects.create(kb=kb, customer=customer, channel=channel)
+
+
+def ticket_hand_off(*, ticket: Ticket) -> Ticket:
+    if ticket.status == Ticket.Status.RESOLVED:
+        raise ValidationError({"status": ["this ticket is resolved; open a new one"]})
+    if ticket.status != Ticket.Status.HANDED_OFF:
+        ticket.status = Ticket.Status.HANDED_OFF
+        ticket.handed_off_at = timezone.now()
+        ticket.save(update_fields=["status", "handed_off_at", "updated_at"])
+    return ticket
+
+
+def ticket_resolve(*, ticket: Ticket, resolved_by: Any = None) -> Ticket:
+    if ticket.status != Ticket.Status.RESOLVED:
+        ticket.status = Ticket.Status.RESOLVED
+        ticket.resolved_at = timezone.now()
+        if resolved_by is not None and getattr(resolved_by, "pk", None):
+            ticket.assigned_to = resolved_by
+        ticket.save(update_fields=["status", "resolved_at", "assigned_to", "updated_at"])
+    return ticket
+
+
+def feedback_create(
+    *, question: Question, helpful: bool | None, chosen_entry_id: int | None, comment: str, source: str,
+    created_by: Any = None,
+) -> Feedback:
+    if helpful is None and chosen_entry_id is None and not comment.strip():
+        raise ValidationError({"helpful": ["give helpful, a chosen entry or a comment"]})
+    chosen = None
+    if chosen_entry_id is not None:
+        chosen = FaqEntry.objects.filter(pk=chosen_entry_id, kb_id=question.ticket.kb_id).first()
+        if chosen is None:
+            raise ValidationError({"chosen_entry": ["no such entry in this knowledge base"]})
+    return Feedback.objects.create(
+        question=question, helpful=helpful, chosen_entry=chosen, comment=comment.strip(), source=source,
+        created_by=created_by if getattr(created_by, "pk", None) else None,
+    )

@@ -1,0 +1,226 @@
+"""FAQ entries of one knowledge base: list, create, read, edit (optimistic lock), archive, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import exceptions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from reversion.models import Version
+
+from knowledge.apis.common import (
+    MAX_ID,
+    KnowledgeApi,
+    Pagination,
+    StrictInput,
+    StrictIntegerField,
+    TextField,
+    actor,
+    knowledge_base_or_404,
+    paginated,
+)
+from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.services import (
+    EDITABLE_FIELDS,
+    LANGUAGE_CODES,
+    faq_entries_set_status,
+    faq_entry_create,
+    faq_entry_rollback,
+    faq_entry_update,
+)
+
+ORDERINGS = ("id", "-id", "created_at", "-created_at", "updated_at", "-updated_at")
+
+
+class FaqEntryOutput(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", allow_null=True)
+    updated_by = serializers.CharField(source="updated_by.username", allow_null=True)
+
+    class Meta:
+        model = FaqEntry
+        fields = ["id", "external_id", "question", "answer", "summary", "tags", "category", "language", "status",
+                  "version", "created_by", "updated_by", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class FaqEntryFieldsInput(StrictInput):
+    """Types and shape only: the content rules (lengths, control characters, blank question) are
+    faq_entry_clean's, shared with the admin and imports."""
+
+    read_only_fields = frozenset(FaqEntryOutput.Meta.fields)
+
+    external_id = TextField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False)
+    question = TextField(required=False, allow_blank=True, trim_whitespace=False)
+    answer = TextField(required=False, allow_blank=True, trim_whitespace=False)
+    summary = TextField(required=False, allow_blank=True, trim_whitespace=False)
+    tags = serializers.ListField(child=TextField(trim_whitespace=False), required=False)
+    category = TextField(required=False, allow_blank=True, trim_whitespace=False)
+    language = serializers.ChoiceField(choices=["", *sorted(LANGUAGE_CODES)], required=False)
+    status = serializers.ChoiceField(choices=FaqStatus.choices, required=False)
+
+
+class FaqEntryCreateInput(FaqEntryFieldsInput):
+    question = TextField(allow_blank=True, trim_whitespace=False)
+
+
+class FaqEntryUpdateInput(FaqEntryFieldsInput):
+    version = StrictIntegerField(min_value=1, max_value=MAX_ID,
+                                 help_text="The version you read; if the entry has changed since, you get 409.")
+
+
+class FaqEntryFilter(serializers.Serializer):
+    status = serializers.ChoiceField(choices=FaqStatus.choices, required=False)
+    language = serializers.ChoiceField(choices=sorted(LANGUAGE_CODES), allow_blank=True, required=False,
+                                       help_text="Empty: entries without a language.")
+    category = serializers.CharField(required=False, max_length=200)
+    tag = serializers.CharField(required=False, max_length=64)
+    q = serializers.CharField(required=False, max_length=200, help_text="Text in the question, answer or summary.")
+    ordering = serializers.ChoiceField(choices=ORDERINGS, required=False, default="id")
+
+
+def _entries() -> QuerySet[FaqEntry]:
+    # Responses name who created and edited; the tsvector is never shown.
+    return FaqEntry.objects.select_related("created_by", "updated_by").defer("search_vector")
+
+
+def faq_entry_list(
+    *, kb: KnowledgeBase, status: str = "", language: str | None = None, category: str = "", tag: str = "", q: str = "",
+    ordering: str = "id",
+) -> QuerySet[FaqEntry]:
+    entries = _entries().filter(kb=kb)
+    if status:
+        entries = entries.filter(status=status)
+    if language is not None:
+        entries = entries.filter(language=language)
+    if category:
+        entries = entries.filter(category=category)
+    if tag:
+        entries = entries.filter(tags__contains=[tag])
+    if q:
+        # Substring, not full-text: managers look for exact phrases, and Chinese has no word breaks.
+        entries = entries.filter(Q(question__icontains=q) | Q(answer__icontains=q) | Q(summary__icontains=q))
+    return entries.order_by(ordering, "id")
+
+
+def faq_entry_or_404(*, kb: KnowledgeBase, entry_id: int) -> FaqEntry:
+    """Entries of other knowledge bases are 404 too: their ids must not be probed from here."""
+    entry = faq_entry_list(kb=kb).filter(pk=entry_id).first() if entry_id <= MAX_ID else None
+    if entry is None:
+        raise exceptions.NotFound("No such entry in this knowledge base.")
+    return entry
+
+
+def faq_entry_versions(*, entry: FaqEntry) -> QuerySet[Version]:
+    return Version.objects.get_for_object(entry).select_related("revision__user").order_by("-pk")
+
+
+class RevisionValuesOutput(serializers.Serializer):
+    external_id = serializers.CharField(allow_null=True)
+    question = serializers.CharField()
+    answer = serializers.CharField()
+    summary = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    category = serializers.CharField()
+    language = serializers.CharField()
+    status = serializers.CharField()
+
+
+class RevisionOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="revision_id", help_text="Pass it to rollback.")
+    date = serializers.DateTimeField(source="revision.date_created")
+    user = serializers.CharField(source="revision.user.username", allow_null=True)
+    comment = serializers.CharField(source="revision.comment")
+    values = serializers.SerializerMethodField()
+
+    @extend_schema_field(RevisionValuesOutput)
+    def get_values(self, version: Version) -> dict[str, Any]:
+        stored = version.field_dict
+        return {field: stored[field] for field in EDITABLE_FIELDS if field in stored}
+
+
+class RollbackInput(StrictInput):
+    revision_id = StrictIntegerField(min_value=1, max_value=MAX_ID, help_text="An id from the revisions list.")
+
+
+def _entry_body(entry_id: int) -> dict[str, Any]:
+    # Re-read with the users joined: faq_entries_set_status returns no entry, and the other
+    # services return rows whose users would each cost a query.
+    return dict(FaqEntryOutput(_entries().get(pk=entry_id)).data)
+
+
+class FaqEntryListApi(KnowledgeApi):
+    pagination_class = Pagination
+
+    @extend_schema(operation_id="kbs_entries_list", parameters=[FaqEntryFilter],
+                   responses={200: FaqEntryOutput(many=True)}, tags=["knowledge"])
+    def get(self, request: Request, slug: str) -> Response:
+        kb = knowledge_base_or_404(request, slug)
+        filters = FaqEntryFilter(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return paginated(request=request, view=self, queryset=faq_entry_list(kb=kb, **filters.validated_data),
+                         serializer_class=FaqEntryOutput)
+
+    @extend_schema(operation_id="kbs_entries_create", request=FaqEntryCreateInput,
+                   responses={201: FaqEntryOutput}, tags=["knowledge"])
+    def post(self, request: Request, slug: str) -> Response:
+        kb = knowledge_base_or_404(request, slug)
+        data = FaqEntryCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        entry = faq_entry_create(kb=kb, data=data.validated_data, created_by=actor(request))
+        return Response(_entry_body(entry.pk), status=status.HTTP_201_CREATED)
+
+
+class FaqEntryDetailApi(KnowledgeApi):
+    @extend_schema(operation_id="kbs_entries_retrieve", responses={200: FaqEntryOutput}, tags=["knowledge"])
+    def get(self, request: Request, slug: str, entry_id: int) -> Response:
+        entry = faq_entry_or_404(kb=knowledge_base_or_404(request, slug), entry_id=entry_id)
+        return Response(FaqEntryOutput(entry).data)
+
+    @extend_schema(operation_id="kbs_entries_update", request=FaqEntryUpdateInput,
+                   responses={200: FaqEntryOutput}, tags=["knowledge"],
+                   description="Send the `version` you read. If someone saved the entry since, nothing is "
+                               "written and the answer is 409 `conflict` with `details.current_version`.")
+    def patch(self, request: Request, slug: str, entry_id: int) -> Response:
+        entry = faq_entry_or_404(kb=knowledge_base_or_404(request, slug), entry_id=entry_id)
+        data = FaqEntryUpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        version = fields.pop("version")
+        faq_entry_update(entry_id=entry.pk, expected_version=version, data=fields, edited_by=actor(request))
+        return Response(_entry_body(entry.pk))
+
+    @extend_schema(operation_id="kbs_entries_archive", request=None, responses={200: FaqEntryOutput},
+                   tags=["knowledge"], description="Archives the entry: entries are never deleted.")
+    def delete(self, request: Request, slug: str, entry_id: int) -> Response:
+        entry = faq_entry_or_404(kb=knowledge_base_or_404(request, slug), entry_id=entry_id)
+        faq_entries_set_status(entry_ids=[entry.pk], status=FaqStatus.ARCHIVED, edited_by=actor(request))
+        return Response(_entry_body(entry.pk))
+
+
+class FaqEntryRevisionsApi(KnowledgeApi):
+    pagination_class = Pagination
+
+    @extend_schema(operation_id="kbs_entries_revisions", responses={200: RevisionOutput(many=True)},
+                   tags=["knowledge"])
+    def get(self, request: Request, slug: str, entry_id: int) -> Response:
+        entry = faq_entry_or_404(kb=knowledge_base_or_404(request, slug), entry_id=entry_id)
+        return paginated(request=request, view=self, queryset=faq_entry_versions(entry=entry),
+                         serializer_class=RevisionOutput)
+
+
+class FaqEntryRollbackApi(KnowledgeApi):
+    @extend_schema(operation_id="kbs_entries_rollback", request=RollbackInput, responses={200: FaqEntryOutput},
+                   tags=["knowledge"], description="Restores an earlier revision's values as a new revision.")
+    def post(self, request: Request, slug: str, entry_id: int) -> Response:
+        entry = faq_entry_or_404(kb=knowledge_base_or_404(request, slug), entry_id=entry_id)
+        data = RollbackInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        revision_id = data.validated_data["revision_id"]
+        version = faq_entry_versions(entry=entry).filter(revision_id=revision_id).first()
+        if version is None:
+            raise serializers.ValidationError({"revision_id": [f"Entry {entry.pk} has no revision {revision_id}."]})
+        faq_entry_rollback(entry_id=entry.pk, version_id=version.pk, edited_by=actor(request))
+        return Response(_entry_body(entry.pk))

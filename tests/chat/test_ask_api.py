@@ -1,0 +1,113 @@
+"""POST /api/v1/ask over real HTTP, with the real rerank worker, Redis and Postgres."""
+
+from __future__ import annotations
+
+import html
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from pytest_django.fixtures import Settings
+
+from chat.models import AskLog, Question
+from knowledge.models import FaqEntry, KnowledgeBase
+from knowledge.services import faq_entry_create, faq_entry_update
+from tests.conftest import WorkerProcess
+
+pytestmark = pytest.mark.worker
+
+
+def _ask(api: httpx.Client, question: str, **extra: object) -> dict:
+    response = api.post("/api/v1/ask", json={"kb": "shop", "question": question, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_answer_is_reranked_with_scores_and_highlight(api: httpx.Client, rerank_worker: WorkerProcess) -> None:
+    body = _ask(api, "付款的时候提示交易异常，怎么回事")
+
+    assert body["rerank"]["status"] == "ok"
+    top = body["answer"]
+    assert top["external_id"] == "pay-5003"
+    assert set(top["scores"]) == {"vector", "keyword", "fused", "rerank"}
+    assert 0.0 <= top["scores"]["rerank"] <= 1.0
+    assert body["cache"] == "miss" and body["ticket"]
+    spans = top["highlight"]["spans"]
+    assert spans and all(0 <= s["start"] < s["end"] <= len(top["answer"]) for s in spans)
+    assert "<mark>" in top["highlight"]["html"]
+    assert html.unescape(top["highlight"]["html"].replace("<mark>", "").replace("</mark>", "")) == top["answer"]
+    assert [alt["rank"] for alt in body["alternatives"]] == list(range(2, 2 + len(body["alternatives"])))
+
+
+def test_decision_follows_the_knowledge_base_thresholds(
+    api: httpx.Client, shop: KnowledgeBase, rerank_worker: WorkerProcess
+) -> None:
+    question = "How can I delete my account?"
+    score = _ask(api, question)["answer"]["scores"]["rerank"]
+
+    for answer_at, suggest_at, expected in ((score, 0.0, "answer"), (score + 0.01, score, "suggest"),
+                                             (min(score + 0.02, 1.0), score + 0.01, "handoff")):
+        KnowledgeBase.objects.filter(pk=shop.pk).update(answer_threshold=answer_at, suggest_threshold=suggest_at)
+        assert _ask(api, question)["decision"] == expected
+
+
+def test_script_in_an_answer_comes_back_inert(api: httpx.Client, shop: KnowledgeBase,
+                                             rerank_worker: WorkerProcess) -> None:
+    faq_entry_create(kb=shop, data={"question": "Why is my invoice blank?",
+                                    "answer": "Invoices <script>alert('x')</script> need a billing address. "
+                                              "Add your billing address and the invoice fills in."})
+    from knowledge.services import faq_entries_embed
+
+    faq_entries_embed(entry_ids=list(shop.entries.values_list("pk", flat=True)))
+    body = _ask(api, "my invoice is blank <img src=x onerror=alert(1)>")
+    marked = body["answer"]["highlight"]["html"]
+    assert "<script" not in marked and "&lt;script&gt;" in marked
+    assert "<img" not in str(body["answer"]["highlight"])
+    stored = Question.objects.get(pk=body["question_id"])
+    assert stored.text == "my invoice is blank <img src=x onerror=alert(1)>"
+
+
+def test_cache_hit_after_miss_and_an_edit_invalidates(
+    api: httpx.Client, shop: KnowledgeBase, rerank_worker: WorkerProcess
+) -> None:
+    first = _ask(api, "退款多久能到账？")
+    second = _ask(api, "  退款多久能到账 ")  # normalisation: whitespace and trailing punctuation
+    assert (first["cache"], second["cache"]) == ("miss", "hit")
+    assert second["answer"]["answer"] == first["answer"]["answer"]
+
+    entry = FaqEntry.objects.get(kb=shop, external_id="refund")
+    faq_entry_update(entry_id=entry.pk, expected_version=entry.version,
+                     data={"answer": "退款审核通过后，原路退回。银行卡一般1到2个工作日到账。"})
+    third = _ask(api, "退款多久能到账？")
+    assert third["cache"] == "miss"
+    assert "1到2个工作日" in third["answer"]["answer"]
+
+
+def test_concurrent_identical_asks_compute_once(api: httpx.Client, rerank_worker: WorkerProcess) -> None:
+    question = "The app keeps crashing when the camera opens"
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        bodies = list(pool.map(lambda _: _ask(api, question), range(20)))
+    statuses = sorted(body["cache"] for body in bodies)
+    assert statuses.count("miss") == 1
+    assert set(statuses) <= {"miss", "shared", "hit"}
+    assert {body["answer"]["external_id"] for body in bodies} == {"camera-crash"}
+    assert AskLog.objects.filter(text=question, cache="miss").count() == 1
+
+
+def test_degraded_when_no_rerank_worker_answers(
+    api: httpx.Client, settings: Settings, start_worker: object
+) -> None:
+    settings.KB_RERANK_TIMEOUT = 1.0
+    # Route this test's reranks to a queue no worker consumes: the same as every worker being down.
+    settings.KB_RERANK_QUEUE = "rerank-nobody"
+    started = time.monotonic()
+    body = _ask(api, "I forgot my password")
+    elapsed = time.monotonic() - started
+    assert body["rerank"]["status"] == "degraded"
+    assert body["decision"] == "suggest"
+    assert body["answer"]["scores"]["rerank"] is None
+    assert body["answer"]["external_id"] == "reset-password"
+    assert elapsed < 1.0 + 3.0
+    # A degraded answer is never cached.
+    assert _ask(api, "I forgot my password")["cache"] == "miss"

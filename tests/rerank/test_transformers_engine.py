@@ -1,0 +1,143 @@
+"""The transformers engine against the model card's formula, computed here one pair at a time."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rerank.engines.base import DEFAULT_INSTRUCTION, WEB_SEARCH_INSTRUCTION, PromptFitter
+from rerank.engines.transformers_engine import TransformersEngine
+
+QUERY = "How do I reset my password?"
+DOCUMENTS = [
+    "Open Settings, choose Account, then Reset password.",
+    "Refunds are paid back to the original card within five working days.",
+    "x",
+    "如何修改密码？打开设置，选择账户，然后点击重置密码。",
+    "Shipping to Europe takes three to seven days. Tracking numbers are sent by e-mail. " * 6,
+    "yes",
+]
+HUGE = "You can delete your account from the privacy page; the data is removed after two weeks. " * 400
+
+ReferenceScore = Callable[[str, str, str], float]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_qwen3: Path) -> ReferenceScore:
+    """The model card's recipe, written out without padding, batching or truncation."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
+    no_id = tokenizer.convert_tokens_to_ids("no")
+    yes_id = tokenizer.convert_tokens_to_ids("yes")
+
+    def score(instruction: str, query: str, document: str) -> float:
+        prompt = (
+            "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
+            'the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+            "<|im_start|>user\n"
+            f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+            "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+        )
+        input_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = model(input_ids=input_ids).logits[0, -1, :]
+        pair = torch.stack([logits[no_id], logits[yes_id]]).to(torch.float32)
+        return float(torch.log_softmax(pair, dim=0)[1].exp())
+
+    return score
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_qwen3: Path) -> TransformersEngine:
+    return TransformersEngine(str(tiny_qwen3), max_tokens=256, batch_size=4)
+
+
+@pytest.fixture
+def forward_calls(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> list[list[list[int]]]:
+    """The token ids of every batch the engine runs through the model."""
+    calls: list[list[list[int]]] = []
+    original = engine._forward
+
+    def spy(prompts: list[list[int]]) -> Any:
+        calls.append(prompts)
+        return original(prompts)
+
+    monkeypatch.setattr(engine, "_forward", spy)
+    return calls
+
+
+def test_single_pairs_equal_the_reference(engine: TransformersEngine, reference: ReferenceScore) -> None:
+    for document in DOCUMENTS[:4]:
+        for instruction in (DEFAULT_INSTRUCTION, WEB_SEARCH_INSTRUCTION):
+            assert engine.score(QUERY, [document], instruction=instruction)[0] == pytest.approx(
+                reference(instruction, QUERY, document), abs=1e-5
+            )
+
+
+def test_padded_batch_of_different_lengths_equals_the_reference(
+    tiny_qwen3: Path, reference: ReferenceScore, forward_calls: list[list[list[int]]]
+) -> None:
+    wide = TransformersEngine(str(tiny_qwen3), max_tokens=1024, batch_size=16)
+    original = wide._forward
+    lengths: list[list[int]] = []
+    wide._forward = lambda prompts: lengths.append([len(p) for p in prompts]) or original(prompts)  # type: ignore[method-assign]
+
+    scores = wide.score(QUERY, DOCUMENTS)
+
+    assert len(lengths) == 1 and len(set(lengths[0])) == len(DOCUMENTS)  # one batch, all padded
+    expected = [reference(DEFAULT_INSTRUCTION, QUERY, document) for document in DOCUMENTS]
+    assert scores == pytest.approx(expected, abs=1e-5)
+    # Random weights still give scores spread enough for these checks to mean something.
+    assert max(expected) - min(expected) > 0.05
+
+
+def test_batches_are_grouped_by_length(engine: TransformersEngine, forward_calls: list[list[list[int]]]) -> None:
+    engine.score(QUERY, [*DOCUMENTS, "short", "a bit longer document text", "z"])
+
+    widths = [[len(prompt) for prompt in batch] for batch in forward_calls]
+    assert [len(batch) for batch in widths] == [4, 4, 1]
+    assert all(max(a) <= min(b) for a, b in itertools.pairwise(widths))
+
+
+def test_truncation_cuts_the_document_and_keeps_the_suffix(
+    engine: TransformersEngine,
+    tiny_qwen3: Path,
+    reference: ReferenceScore,
+    forward_calls: list[list[list[int]]],
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    suffix_ids = tokenizer("<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", add_special_tokens=False)[
+        "input_ids"
+    ]
+
+    score = engine.score(QUERY, [HUGE])[0]
+
+    (prompt,) = forward_calls[0]
+    assert len(prompt) <= 256
+    assert len(prompt) >= 246  # the budget is used, not thrown away
+    assert prompt[-len(suffix_ids) :] == suffix_ids
+    cut = PromptFitter(tokenizer, 256).fit(DEFAULT_INSTRUCTION, QUERY, [HUGE]).documents[0]
+    assert 0 < len(cut) < len(HUGE) and HUGE.startswith(cut)
+    assert score == pytest.approx(reference(DEFAULT_INSTRUCTION, QUERY, cut), abs=1e-5)
+
+
+def test_a_huge_query_is_cut_before_the_document_disappears(
+    engine: TransformersEngine, forward_calls: list[list[list[int]]]
+) -> None:
+    engine.score(HUGE, ["Open Settings, choose Account, then Reset password."])
+
+    (prompt,) = forward_calls[0]
+    assert len(prompt) <= 256
+
+
+def test_duplicates_are_scored_once(engine: TransformersEngine, forward_calls: list[list[list[int]]]) -> None:
+    scores = engine.score(QUERY, [DOCUMENTS[0], DOCUMENTS[1], DOCUMENTS[0], DOCUMENTS[0]])
+
+    assert sum(len(batch) for batch in forward_calls) == 2
+    assert scores[0] == scores[2] == scores[3] != scores[1]
