@@ -54,7 +54,7 @@ from knowledge.selectors import Hit  # noqa: E402
 STACKFAQ = Path("/work/shared/eval/stackfaq")
 EVAL_ZH = ROOT / "eval" / "zh"
 CACHE = ROOT / "var" / "bench-cache"
-DEPTH = 100  # candidates per list handed to fusion (and the most the reranker would see)
+DEPTH = 50  # candidates per list handed to fusion = KnowledgeBase.recall_k default
 KS = (1, 5, 10, 50)
 METRICS = ("R@1", "R@5", "R@10", "R@50", "MRR@10")
 EPSILON = 1e-9

@@ -171,3 +171,34 @@ class AskLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision}: {self.text[:60]}"
+
+
+class WorkbenchRun(models.Model):
+    """One query run in the rerank workbench, kept so staff can reopen, compare and export it.
+
+    ``result`` holds what the page shows (ranked rows with every stage's score, timings, engine and
+    model), so a past run renders the same even after the FAQ entries or the reranker change."""
+
+    class Mode(models.TextChoices):
+        KB = "kb", "Ask a knowledge base"
+        DOCUMENTS = "documents", "Rerank pasted documents"
+
+    mode = models.CharField(max_length=16, choices=Mode.choices)
+    kb = models.ForeignKey(KnowledgeBase, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    query = models.TextField()
+    instruction = models.TextField(blank=True)
+    documents = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16)
+    engine = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=300, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["created_by", "-created_at"], name="workbench_run_by_user")]
+
+    def __str__(self) -> str:
+        return f"{self.get_mode_display()}: {self.query[:60]}"

@@ -3,18 +3,21 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from kbservice import health
+from rerank import urls as rerank_urls
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("v1/", include("rerank.urls")),
-    path("api/v1/", include("rerank.urls")),
+    path("api/v1/", include(rerank_urls.alias_urlpatterns)),
     path("api/v1/", include("knowledge.urls")),
     path("api/v1/", include("chat.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
 
+handler400 = "kbservice.api.errors.handler400"
+handler403 = "kbservice.api.errors.handler403"
 handler404 = "kbservice.api.errors.handler404"
 handler500 = "kbservice.api.errors.handler500"

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -158,3 +158,14 @@ class RerankBatchApi(APIView):
             ],
             "usage": _usage_of(requests),
         })
+
+
+# The same operations under /api/v1/, left out of the schema: one documented path per operation.
+@extend_schema_view(post=extend_schema(exclude=True))
+class RerankAliasApi(RerankApi):
+    pass
+
+
+@extend_schema_view(post=extend_schema(exclude=True))
+class RerankBatchAliasApi(RerankBatchApi):
+    pass

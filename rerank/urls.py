@@ -6,3 +6,8 @@ urlpatterns = [
     path("rerank", apis.RerankApi.as_view(), name="rerank"),
     path("rerank/batch", apis.RerankBatchApi.as_view(), name="rerank-batch"),
 ]
+
+alias_urlpatterns = [
+    path("rerank", apis.RerankAliasApi.as_view(), name="rerank-alias"),
+    path("rerank/batch", apis.RerankBatchAliasApi.as_view(), name="rerank-batch-alias"),
+]

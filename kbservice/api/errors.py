@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -22,7 +23,15 @@ def _message(exc: exceptions.APIException) -> str:
     return str(detail)
 
 
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = "The request body is larger than this server accepts."
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # a real server error: Django's handler500 answers in the same shape
@@ -55,6 +64,20 @@ def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
     if not _wants_json(request):
         return defaults.page_not_found(request, exception)
     return json_error(request, status_code=status.HTTP_404_NOT_FOUND, code="not_found", message="Not found.")
+
+
+def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not _wants_json(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        return json_error(request, status_code=413, code="too_large", message=PayloadTooLarge.default_detail)
+    return json_error(request, status_code=400, code="bad_request", message="Bad request.")
+
+
+def handler403(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not _wants_json(request):
+        return defaults.permission_denied(request, exception)
+    return json_error(request, status_code=403, code="permission_denied", message="Permission denied.")
 
 
 def handler500(request: HttpRequest) -> HttpResponse:

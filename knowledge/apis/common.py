@@ -11,7 +11,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist, Request
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from rest_framework import exceptions, permissions, serializers, status
-from rest_framework.pagination import PageNumberPagination
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -46,10 +46,10 @@ class SecretKeyOrStaff(permissions.BasePermission):
         return bool(getattr(request.user, "is_staff", False) or getattr(request.user, "is_superuser", False))
 
 
-class Pagination(PageNumberPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
+class Pagination(LimitOffsetPagination):
+    """The project's limit/offset pages, with a ceiling so one request cannot ask for every row."""
+
+    max_limit = 200
 
 
 class KnowledgeApi(APIView):
@@ -108,7 +108,7 @@ def paginated(*, request: Request, view: APIView, queryset: QuerySet[Any],
               serializer_class: type[serializers.BaseSerializer]) -> Response:
     paginator = Pagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
-    assert page is not None  # page_size is set, so pagination always applies
+    assert page is not None  # PAGE_SIZE is set, so pagination always applies
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 

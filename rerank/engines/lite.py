@@ -65,7 +65,7 @@ _EN_STOPWORDS = _words(
     over own please same she should so some such than that the their them then there these they this
     those through to too under until up very via was we were what when where which while who whom
     why will with would you your yours anyone someone something way ways want wants need needs know
-    possible
+    possible don doesn didn isn aren wasn won can cant dont
     """
 )
 _ZH_STOPWORDS = _words(
@@ -105,17 +105,22 @@ def _jieba() -> Any:
     return jieba
 
 
-def terms(text: str) -> list[str]:
-    """Content words of ``text``: jieba search-mode words for Chinese, stemmed words otherwise."""
-    text = unicodedata.normalize("NFKC", text).lower()
+@lru_cache(maxsize=65536)
+def terms(text: str) -> tuple[str, ...]:
+    """Content words of ``text``: jieba search-mode words for Chinese, stemmed words otherwise.
+
+    Cached: the same KB documents are tokenised for query after query."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
     out: list[str] = []
     for match in _TOKEN.finditer(text):
         token = match.group()
         if _CJK.fullmatch(token):
             out.extend(word for word in _jieba().cut_for_search(token) if word.strip() and word not in _ZH_STOPWORDS)
-        elif token not in _EN_STOPWORDS:
-            out.append(_stem(token.replace("’", "'").split("'")[0]))
-    return out
+            continue
+        token = token.split("'")[0]  # don't -> don, user's -> user
+        if token not in _EN_STOPWORDS:
+            out.append(_stem(token))
+    return tuple(out)
 
 
 def passages(document: str) -> list[str]:

@@ -8,6 +8,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from reversion.models import Version
 
+from knowledge.apis.common import Pagination
 from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.services import faq_entry_create, faq_entry_update, knowledge_base_create
 from tests.knowledge.test_api_support import call, error_of, secret_key, session
@@ -64,13 +65,13 @@ def test_list_filters_search_order_and_pages(manager: Client, kb: KnowledgeBase)
     assert ids("q=invoice%20payment") == [invoice]  # summary
     assert ids("q=物流") == [parcel]
     assert ids("ordering=-id") == [untagged, parcel, invoice, refund]
-    page = call(manager, "GET", f"{URL}?page_size=2&page=2").json()
+    page = call(manager, "GET", f"{URL}?limit=2&offset=2").json()
     assert (page["count"], [e["id"] for e in page["results"]], page["next"]) == (4, [parcel, untagged], None)
 
     bad = call(manager, "GET", f"{URL}?status=deleted&ordering=answer")
     assert bad.status_code == 400
     assert set(error_of(bad)["details"]["fields"]) == {"status", "ordering"}
-    assert call(manager, "GET", f"{URL}?page=99").status_code == 404
+    assert call(manager, "GET", f"{URL}?offset=99").json()["results"] == []
 
 
 def test_list_queries_do_not_grow_with_the_page(manager: Client, kb: KnowledgeBase) -> None:
@@ -85,6 +86,14 @@ def test_list_queries_do_not_grow_with_the_page(manager: Client, kb: KnowledgeBa
     for n in range(5):
         faq_entry_create(kb=kb, data={"question": f"More {n}?"})
     assert queries() == one
+
+
+def test_a_page_has_a_ceiling(manager: Client, kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Pagination, "max_limit", 2)
+    for n in range(3):
+        faq_entry_create(kb=kb, data={"question": f"Question {n}?"})
+    page = call(manager, "GET", f"{URL}?limit=1000").json()
+    assert (page["count"], len(page["results"])) == (3, 2)
 
 
 def test_patch_with_the_version_read_saves_a_revision(manager: Client, kb: KnowledgeBase) -> None:

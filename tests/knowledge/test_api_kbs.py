@@ -144,4 +144,4 @@ def test_schema_documents_the_knowledge_api(client: Client) -> None:
     assert paths["/api/v1/kbs/{slug}/entries/{entry_id}"]["patch"]["operationId"] == "kbs_entries_update"
     assert "version" in schema["components"]["schemas"]["PatchedFaqEntryUpdateInput"]["properties"]
     filters = {p["name"] for p in paths["/api/v1/kbs/{slug}/entries"]["get"]["parameters"]}
-    assert {"status", "language", "category", "tag", "q", "ordering", "page", "page_size"} <= filters
+    assert {"status", "language", "category", "tag", "q", "ordering", "limit", "offset"} <= filters

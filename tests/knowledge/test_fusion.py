@@ -65,7 +65,7 @@ def test_linear_gives_a_list_of_equal_scores_full_weight() -> None:
 
 def test_fuse_uses_the_measured_parameters_of_each_language() -> None:
     assert fusion.params_for("zh") == fusion.FusionParams(method="linear", vector_weight=0.5)
-    assert fusion.params_for("en") == fusion.FusionParams(method="linear", vector_weight=0.8)
+    assert fusion.params_for("en") == fusion.FusionParams(method="linear", vector_weight=0.9)
     assert order(fusion.fuse(VECTOR, FULLTEXT, language="zh")) == [1, 3, 2, 4]
     assert order(fusion.fuse(VECTOR, FULLTEXT, language="en")) == [1, 2, 3, 4]
 

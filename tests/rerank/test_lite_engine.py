@@ -62,10 +62,10 @@ def test_unrelated_documents_score_low(engine: LiteEngine) -> None:
 
 
 def test_lexical_terms_drop_question_words_and_stem() -> None:
-    assert terms("How do I change my passwords?") == ["change", "password"]
+    assert terms("How don't I change my passwords?") == ("change", "password")
     assert "怎么" not in terms("发票怎么开")
     assert "发票" in terms("发票怎么开")
-    assert terms("报错5003") == ["报错", "5003"]
+    assert terms("报错5003") == ("报错", "5003")
 
 
 def test_passages_are_the_lines_and_packed_sentences() -> None:
