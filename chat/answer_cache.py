@@ -29,7 +29,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 CacheStatus = Literal["hit", "miss", "shared"]
-# How long a non-cacheable result stays readable for callers that were waiting on it.
+# How long a non-cacheable result stays readable for the callers that were waiting on it.
 HANDOFF_TTL = 5
 _TRAILING_PUNCTUATION = re.compile(r"[\s?？!！.。,，;；:：~～…]+$")
 _WHITESPACE = re.compile(r"\s+")
@@ -92,8 +92,8 @@ def _compute_and_publish(client: redis.Redis, key: str, lock_key: str, token: st
                          compute: Callable[[], tuple[dict[str, Any], bool]], ttl: int) -> Cached:
     try:
         value, cacheable = compute()
-        # Waiters read the shared copy; only cacheable values stay beyond the short hand-off.
-        _store(client, key, value, ttl=ttl if cacheable else HANDOFF_TTL)
+        # Only cacheable values go under the key; the rest is handed to waiters and then dropped.
+        _store(client, key if cacheable else f"{key}:handoff", value, ttl=ttl if cacheable else HANDOFF_TTL)
         return Cached(value, "miss")
     finally:
         with contextlib.suppress(redis.RedisError):
@@ -105,7 +105,7 @@ def _wait_for(client: redis.Redis, key: str, lock_key: str,
     deadline = time.monotonic() + wait + 5
     delay = 0.01
     while time.monotonic() < deadline:
-        raw = client.get(key)
+        raw = client.get(key) or client.get(f"{key}:handoff")
         if raw is not None:
             return Cached(json.loads(raw), "shared")
         if not client.exists(lock_key):
@@ -113,7 +113,8 @@ def _wait_for(client: redis.Redis, key: str, lock_key: str,
         time.sleep(delay)
         delay = min(delay * 1.5, 0.1)
     value, cacheable = compute()
-    _store(client, key, value, ttl=ttl if cacheable else HANDOFF_TTL)
+    if cacheable:
+        _store(client, key, value, ttl=ttl)
     return Cached(value, "miss")
 
 

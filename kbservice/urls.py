@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from chat.views import widget as chat_widget
 from kbservice import health
 from rerank import urls as rerank_urls
 
@@ -9,6 +10,9 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("console/", include("chat.views.urls")),
+    path("demo/", chat_widget.demo, name="demo"),
+    path("widget.js", chat_widget.widget_js, name="widget-js"),
     path("v1/", include("rerank.urls")),
     path("api/v1/", include(rerank_urls.alias_urlpatterns)),
     path("api/v1/", include("knowledge.urls")),

@@ -136,7 +136,9 @@ def _knowledge_base_bump_generation(kb_id: int) -> None:
 
 def _faq_entry_reindex(entry: FaqEntry) -> None:
     """Refresh the full-text column and the content hash; queue the embedding after commit."""
-    weighted = [("A", entry.question), ("B", entry.summary), ("C", entry.answer)]
+    # Weights measured by bench/retrieval_choices.py: the summary counts as much as the question
+    # (it restates it in system terms); the answer counts least (long, and full of other words).
+    weighted = [("A", entry.question), ("A", entry.summary), ("D", entry.answer)]
     sql = " || ".join("setweight(to_tsvector('english', %s), %s)" for _ in weighted)
     params: list[Any] = []
     for weight, value in weighted:

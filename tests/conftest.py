@@ -83,8 +83,14 @@ def start_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[C
 
 
 def start_rerank_worker(start_worker: Callable[..., WorkerProcess], **extra_env: str) -> WorkerProcess:
-    """A rerank worker as production runs it: a thread pool feeding the micro-batcher."""
-    return start_worker("rerank", pool="threads", concurrency=8, **extra_env)
+    """A rerank worker as production runs it: a thread pool feeding the micro-batcher. Returns
+    once it has loaded its engine (its first heartbeat), as readiness would report it."""
+    from rerank.heartbeat import rerank_workers_alive
+    from tests.helpers import wait_until
+
+    worker = start_worker("rerank", pool="threads", concurrency=8, **extra_env)
+    wait_until(lambda: any(w["hostname"].startswith(worker.name) for w in rerank_workers_alive()), timeout=300)
+    return worker
 
 
 @pytest.fixture(scope="session")

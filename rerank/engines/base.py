@@ -64,6 +64,13 @@ class RerankEngine(ABC):
         by_document = dict(zip(unique, scores, strict=True))
         return [by_document[document] for document in documents]
 
+    def score_batch(self, requests: Sequence[tuple[str, list[str], str | None]]) -> list[list[float]]:
+        """Score several (query, documents, instruction) requests, each in its documents' order.
+
+        The micro-batcher hands over every request that arrived within a few milliseconds;
+        engines that can score all their pairs in one model call override this."""
+        return [self.score(query, documents, instruction=instruction) for query, documents, instruction in requests]
+
     @abstractmethod
     def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:
         """Score distinct documents, in their order."""

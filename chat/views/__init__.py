@@ -1,0 +1,1 @@
+"""Server-rendered pages: the staff console, the demo page and the widget script."""
