@@ -10,17 +10,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import jieba
 import numpy as np
 from django.utils.html import escape
 
 from knowledge.embedding import get_embedder
-from knowledge.text import has_cjk
 
 # A sentence ends at CJK punctuation, at ! ? ; or at a period followed by whitespace (so "5.0" and
 # "www.example.com" stay whole), or at a line break.
 _SENTENCE = re.compile(r"[^\n。！？!?；;]*?(?:[。！？!?；;]+|\.(?=\s)|\n|$)", re.S)
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _STOPWORDS = frozenset((
     "a", "an", "the", "is", "are", "was", "were", "be", "to", "of", "in", "on", "for", "and", "or", "my", "i",
     "me", "you", "your", "it", "this", "that", "how", "do", "does", "can", "what", "why", "when", "where", "with",
@@ -53,10 +52,12 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 
 def _terms(text: str) -> set[str]:
+    """Words for Latin text; character bigrams for Chinese (as the full-text index does), which
+    match colloquial and misspelt questions without a dictionary."""
     lowered = text.casefold()
     terms = set(_WORD.findall(lowered))
-    if has_cjk(lowered):
-        terms |= {token for token in jieba.cut_for_search(lowered) if token.strip() and not token.isascii()}
+    for run in _CJK_RUN.findall(lowered):
+        terms |= {run[i: i + 2] for i in range(len(run) - 1)} if len(run) > 1 else {run}
     return {term for term in terms if term not in _STOPWORDS}
 
 
@@ -98,5 +99,10 @@ def highlight(*, question: str, text: str, embed_model: str | None = None) -> Hi
     best = [int(order[0])]
     if len(order) > 1 and scores[order[1]] >= 0.85 * scores[order[0]] > 0:
         best.append(int(order[1]))
-    chosen = sorted(spans[index] for index in best[:MAX_SPANS])
+    chosen: list[tuple[int, int]] = []
+    for start, end in sorted(spans[index] for index in best[:MAX_SPANS]):
+        if chosen and not text[chosen[-1][1]:start].strip():  # neighbours: one mark, not two
+            chosen[-1] = (chosen[-1][0], end)
+        else:
+            chosen.append((start, end))
     return Highlight(spans=chosen, html=render(text, chosen))

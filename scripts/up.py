@@ -154,6 +154,9 @@ def main() -> int:
         log(f"failed: {exc}")
         return 1
     finally:
+        # A second Ctrl-C (or make forwarding the first one again) must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 
