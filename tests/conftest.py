@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -118,3 +119,27 @@ def tmp_file(tmp_path: Path) -> Callable[[str, bytes], Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def staff_user(db: None) -> Callable[..., Any]:
+    """Factory for signed-in staff personas by role ("agent", "knowledge manager", "admin"), with the
+    same groups and permissions `kb_setup_demo_access` gives the demo users."""
+    from django.contrib.auth.models import User
+
+    from chat.services.demo_access import demo_groups_ensure
+
+    def make(role: str, username: str | None = None) -> User:
+        groups = demo_groups_ensure()
+        user = User.objects.create_user(username=username or role.replace(" ", "-"), password="unused-in-tests",
+                                        is_staff=True, is_superuser=role == "admin")
+        user.groups.add(groups[role])
+        return user
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def rerank_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """The real rerank worker for tests outside tests/chat (tests/chat/conftest.py has its own copy)."""
+    return start_rerank_worker(start_worker)

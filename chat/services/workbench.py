@@ -137,7 +137,7 @@ def _run_documents(*, query: str, documents: list[str], instruction: str, split:
     mark_started = time.perf_counter()
     top = highlight(question=query, text=documents[order[0]], embed_model=default_model_name())
     timings["highlight"] = _ms(mark_started)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"rank": rank, "index": index + 1, "entry_id": None, "title": "", "text": documents[index],
          "scores": {"rerank": scores[index]}, "highlight_html": top.html if rank == 1 else ""}
         for rank, index in enumerate(order, start=1)

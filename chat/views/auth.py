@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from django.contrib.auth.views import LoginView, LogoutView
-from django.urls import reverse_lazy
+from django.urls import reverse
+
+from kbservice.api.auth import user_scopes
 
 
 class ConsoleLoginView(LoginView):
     template_name = "chat/console/login.html"
     redirect_authenticated_user = True
-    next_page = reverse_lazy("console:inbox")
 
     def get_default_redirect_url(self) -> str:
-        # A knowledge manager without the tickets scope would land on a 403: send each role home.
-        from kbservice.api.auth import user_scopes
-
+        # Each role lands on the first console section it may open, never on a 403.
         scopes = user_scopes(self.request.user)
-        if "tickets" in scopes:
-            return str(reverse_lazy("console:inbox"))
-        if "analytics" in scopes:
-            return str(reverse_lazy("console:insights"))
-        return str(reverse_lazy("console:workbench"))
+        for scope, name in (("tickets", "console:inbox"), ("rerank", "console:workbench"),
+                            ("analytics", "console:insights")):
+            if scope in scopes:
+                return reverse(name)
+        return reverse("console:inbox")  # no role: its 403 page says so (the login page would loop)
 
 
 class ConsoleLogoutView(LogoutView):
-    next_page = reverse_lazy("console:login")
+    def get_default_redirect_url(self) -> str:
+        return reverse("console:login")

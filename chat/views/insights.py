@@ -77,7 +77,8 @@ def queue(request: HttpRequest) -> HttpResponse:
     groups = selectors.unanswered_queue(kb=window["kb"], since=window["since"], include_answered=include_answered)
     return render_console(request, "chat/console/insights_queue.html", {
         **window, "section": "queue", "include_answered": include_answered,
-        "groups": [{"group": group, "add_url": faq_add_url(group),
+        # Counters are dicts: a template's ``.items`` would look up the key "items" (0), so pass pairs.
+        "groups": [{"group": group, "add_url": faq_add_url(group), "decisions": sorted(group.decisions.items()),
                     "wordings": [text for text, _ in group.wordings.most_common(4) if text != group.text][:3]}
                    for group in groups],
         "can_add": request.user.has_perm("knowledge.add_faqentry"),

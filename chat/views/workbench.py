@@ -43,7 +43,7 @@ def _page(request: HttpRequest, *, form: dict[str, Any], run: WorkbenchRun | Non
 def workbench(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         again = request.GET.get("from")
-        run = WorkbenchRun.objects.filter(pk=again, created_by=request.user).first() if again else None
+        run = WorkbenchRun.objects.filter(pk=again).first() if again and again.isdigit() else None
         return _page(request, form=_form_values(request.GET, run))
     form = _form_values(request.POST)
     kb = KnowledgeBase.objects.filter(slug=form["kb"]).first() if form["kb"] else None

@@ -83,6 +83,15 @@ class Tokenizer(Protocol):
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """One (query, document) pair, cut to fit, in both shapes the engines need."""
+
+    query_part: str
+    document_part: str
+    input_ids: list[int]  # of query_part + document_part
+
+
+@dataclass(frozen=True)
 class FittedPrompts:
     query_part: str
     documents: list[str]  # the documents as sent: cut so that each whole prompt fits
@@ -151,3 +160,44 @@ class PromptFitter:
                 raise ValueError(f"prompt does not fit {self.max_tokens} tokens even without a document")
             fitted[index], input_ids[index] = document, ids
         return FittedPrompts(query_part=qpart, documents=fitted, input_ids=input_ids)
+
+
+class Qwen3Engine(RerankEngine):
+    """An engine running Qwen3-Reranker: format, cut, then score every pair in one model call.
+
+    A micro-batch of requests (``score_batch``) becomes one call too, so concurrent questions
+    share a GPU pass instead of queueing behind each other.
+    """
+
+    _fitter: PromptFitter
+
+    @abstractmethod
+    def _score_prompts(self, prompts: list[Prompt]) -> list[float]:
+        """Scores of the prompts, in their order."""
+
+    def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:
+        return self._score_prompts(self._prompts(query, documents, instruction))
+
+    def score_batch(self, requests: Sequence[tuple[str, list[str], str | None]]) -> list[list[float]]:
+        prompts: list[Prompt] = []
+        spans: list[tuple[list[str], int]] = []
+        for query, documents, instruction in requests:
+            unique = list(dict.fromkeys(documents))
+            spans.append((unique, len(prompts)))
+            if unique:
+                prompts.extend(self._prompts(query, unique, instruction or DEFAULT_INSTRUCTION))
+        scores = self._score_prompts(prompts) if prompts else []
+        if len(scores) != len(prompts):
+            raise RuntimeError(f"{self.name} returned {len(scores)} scores for {len(prompts)} prompts")
+        results = []
+        for (_, documents, _), (unique, start) in zip(requests, spans, strict=True):
+            by_document = dict(zip(unique, scores[start : start + len(unique)], strict=True))
+            results.append([by_document[document] for document in documents])
+        return results
+
+    def _prompts(self, query: str, documents: list[str], instruction: str) -> list[Prompt]:
+        fitted = self._fitter.fit(instruction, query, documents)
+        return [
+            Prompt(fitted.query_part, document_part(document), ids)
+            for document, ids in zip(fitted.documents, fitted.input_ids, strict=True)
+        ]

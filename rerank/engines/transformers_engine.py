@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from rerank.engines.base import DEFAULT_MAX_TOKENS, PromptFitter, RerankEngine
+from rerank.engines.base import DEFAULT_MAX_TOKENS, Prompt, PromptFitter, Qwen3Engine
 
 
-class TransformersEngine(RerankEngine):
+class TransformersEngine(Qwen3Engine):
     name = "transformers"
 
     def __init__(
@@ -34,14 +34,16 @@ class TransformersEngine(RerankEngine):
             dtype = torch.float32
             if self.device.type == "cuda":
                 dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self._tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+        self._tokenizer: Any = AutoTokenizer.from_pretrained(model, padding_side="left")
         self._pad_id = self._tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self._tokenizer.convert_tokens_to_ids("<|endoftext|>")
         self._fitter = PromptFitter(self._tokenizer, max_tokens)
 
-        causal_lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
-        no_id, yes_id = self._tokenizer.convert_tokens_to_ids(["no", "yes"])
+        causal_lm: Any = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+        causal_lm.to(self.device).eval()
+        no_id = self._tokenizer.convert_tokens_to_ids("no")
+        yes_id = self._tokenizer.convert_tokens_to_ids("yes")
         if no_id is None or yes_id is None or no_id == yes_id:
             raise ValueError(f"{model}: the tokenizer has no single 'no'/'yes' tokens: not a Qwen3 reranker?")
         # Only the "no" and "yes" rows of the LM head matter: computing them from the last hidden
@@ -52,11 +54,11 @@ class TransformersEngine(RerankEngine):
         # One forward at a time: a threaded worker would otherwise multiply peak memory.
         self._lock = threading.Lock()
 
-    def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:
-        prompts = self._fitter.fit(instruction, query, documents).input_ids
-        scores: list[float] = [0.0] * len(prompts)
-        for batch in self._batches(prompts):
-            for index, score in zip(batch, self._forward([prompts[i] for i in batch]), strict=True):
+    def _score_prompts(self, prompts: list[Prompt]) -> list[float]:
+        ids = [prompt.input_ids for prompt in prompts]
+        scores: list[float] = [0.0] * len(ids)
+        for batch in self._batches(ids):
+            for index, score in zip(batch, self._forward([ids[i] for i in batch]), strict=True):
                 scores[index] = score
         return scores
 

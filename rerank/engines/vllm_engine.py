@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Any
 
-from rerank.engines.base import DEFAULT_MAX_TOKENS, PromptFitter, RerankEngine, document_part
+from rerank.engines.base import DEFAULT_MAX_TOKENS, Prompt, PromptFitter, Qwen3Engine
 
 # The key names and the token order are load-bearing: older names (is_qwen3_rerank) or
 # ["yes", "no"] load without error and silently give wrong scores.
@@ -21,6 +21,10 @@ QWEN3_RERANKER_OVERRIDES: dict[str, Any] = {
     "classifier_from_token": ["no", "yes"],
     "is_original_qwen3_reranker": True,
 }
+
+# Set before vLLM is imported (and read again when an engine is built): the engine core would
+# otherwise run in a child process, and a Celery prefork child is daemonic and may not have any.
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
 _llms: dict[tuple[Any, ...], Any] = {}
 _llms_lock = threading.Lock()
@@ -31,9 +35,6 @@ def load_llm(model: str, *, max_tokens: int, **engine_kwargs: Any) -> Any:
     key = (model, max_tokens, tuple(sorted(engine_kwargs.items())))
     with _llms_lock:
         if key not in _llms:
-            # The engine core would otherwise run in a child process, and a Celery prefork child
-            # is daemonic and may not have children. vLLM reads this when the engine is built.
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
             import vllm
 
             _llms[key] = vllm.LLM(
@@ -46,7 +47,7 @@ def load_llm(model: str, *, max_tokens: int, **engine_kwargs: Any) -> Any:
         return _llms[key]
 
 
-class VllmEngine(RerankEngine):
+class VllmEngine(Qwen3Engine):
     name = "vllm"
 
     def __init__(self, model: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, **engine_kwargs: Any) -> None:
@@ -59,12 +60,12 @@ class VllmEngine(RerankEngine):
         # vllm.LLM is not thread-safe; a threaded worker serialises calls (vLLM batches inside).
         self._lock = threading.Lock()
 
-    def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:
-        fitted = self._fitter.fit(instruction, query, documents)
+    def _score_prompts(self, prompts: list[Prompt]) -> list[float]:
+        # N -> N pairs: one call scores every request of a micro-batch; vLLM schedules the batch.
         with self._lock:
             outputs = self._llm.score(
-                fitted.query_part,
-                [document_part(document) for document in fitted.documents],
+                [prompt.query_part for prompt in prompts],
+                [prompt.document_part for prompt in prompts],
                 use_tqdm=False,
             )
         return [float(output.outputs.score) for output in outputs]

