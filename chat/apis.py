@@ -54,8 +54,10 @@ class FiltersInput(serializers.Serializer):
 
 
 class QuestionField(serializers.CharField):
+    default_error_messages = {"blank": "must not be empty"}
+
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(trim_whitespace=False, allow_blank=True, **kwargs)
+        super().__init__(trim_whitespace=False, **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):

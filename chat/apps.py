@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class ChatConfig(AppConfig):
     name = "chat"
     verbose_name = "Chat"
+
+    def ready(self) -> None:
+        from corsheaders.signals import check_request_enabled
+
+        from chat.signals import cors_allow_widget_origins
+
+        check_request_enabled.connect(cors_allow_widget_origins, dispatch_uid="chat-widget-cors")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 import structlog
+from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from kbservice.embedded import VAR_DIR, read_services
@@ -177,6 +178,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 CORS_ALLOWED_ORIGINS = env_list("KB_CORS_ALLOWED_ORIGINS", [])
+# Widget origins also come from publishable keys (chat.signals); keys travel in this header.
+CORS_ALLOW_HEADERS = (*default_headers, "x-api-key")
 
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL
@@ -188,11 +191,21 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"rerank.*": {"queue": "rerank"}}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("KB_BROKER_VISIBILITY_TIMEOUT", 300, minimum=10)}
+# A task whose worker died (unacknowledged) is handed to another worker once it is this old; it must
+# exceed the longest task's time limit, or a slow task would run twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("KB_BROKER_VISIBILITY_TIMEOUT", 120, minimum=1),
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+}
 CELERY_TASK_ALWAYS_EAGER = False
 # Fail fast when the broker is down: callers degrade instead of hanging.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# Waiting callers must not hang for the default 20 reconnection attempts while Redis is away.
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+}
 CELERY_REDIS_SOCKET_TIMEOUT = 5
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
 

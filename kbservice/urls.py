@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chat.views import widget as chat_widget
@@ -7,6 +8,7 @@ from kbservice import health
 from rerank import urls as rerank_urls
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="demo", permanent=False)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
@@ -14,6 +16,7 @@ urlpatterns = [
     path("demo/", chat_widget.demo, name="demo"),
     path("widget.js", chat_widget.widget_js, name="widget-js"),
     path("v1/", include("rerank.urls")),
+    path("v2/", include(rerank_urls.v2_urlpatterns)),
     path("api/v1/", include(rerank_urls.alias_urlpatterns)),
     path("api/v1/", include("knowledge.urls")),
     path("api/v1/", include("chat.urls")),

@@ -136,10 +136,11 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
             when = f"{version.revision.date_created:%Y-%m-%d %H:%M}"
             messages.success(request, f"Rolled back to the revision of {when}.")
             return HttpResponseRedirect(reverse("admin:knowledge_faqentry_change", args=[entry.pk]))
+        old = version.field_dict
         rows = [
-            {"field": field, "diff": html_diff(str(getattr(entry, field) or ""), str(version.field_dict.get(field) or ""))}
+            {"field": field, "diff": html_diff(str(getattr(entry, field) or ""), str(old.get(field) or ""))}
             for field in services.EDITABLE_FIELDS
-            if getattr(entry, field) != version.field_dict.get(field)
+            if getattr(entry, field) != old.get(field)
         ]
         context = {**self.admin_site.each_context(request), "opts": self.opts, "original": entry,
                    "version": version, "rows": rows, "title": f"Roll back “{entry}”", **(extra_context or {})}

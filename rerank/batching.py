@@ -30,10 +30,16 @@ class RerankRequest:
     instruction: str | None = None
 
 
+@dataclass(frozen=True)
+class Scored:
+    scores: list[float]
+    batch_requests: int  # how many requests shared the engine call that scored this one
+
+
 @dataclass
 class _Pending:
     request: RerankRequest
-    future: Future[list[float]] = field(default_factory=Future)
+    future: Future[Scored] = field(default_factory=Future)
 
 
 @dataclass
@@ -52,7 +58,7 @@ class MicroBatcher:
         self._queue: queue.Queue[_Pending] = queue.Queue()
         threading.Thread(target=self._run, name="rerank-engine", daemon=True).start()
 
-    def score_many(self, requests: list[RerankRequest]) -> list[list[float]]:
+    def score_many(self, requests: list[RerankRequest]) -> list[Scored]:
         """Queue every request at once (so they can share an engine call), then wait for all."""
         pendings = [_Pending(request) for request in requests]
         for pending in pendings:
@@ -90,4 +96,4 @@ class MicroBatcher:
             self.stats.requests += len(batch)
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
             for pending, scores in zip(batch, results, strict=True):
-                pending.future.set_result(scores)
+                pending.future.set_result(Scored(scores=scores, batch_requests=len(batch)))

@@ -31,6 +31,7 @@ class RerankOutcome:
     model: str = ""
     task_id: str = ""
     reason: str = ""
+    batch_requests: int = 0  # requests that shared the engine call (micro-batching at work)
 
 
 def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = None) -> AsyncResult:
@@ -63,4 +64,4 @@ def rerank_score(
     with contextlib.suppress(Exception):
         result.forget()  # the caller has it; don't keep it in Redis for CELERY_RESULT_EXPIRES
     return RerankOutcome(status="ok", scores=value["scores"], engine=value["engine"], model=value["model"],
-                         task_id=result.id)
+                         task_id=result.id, batch_requests=value["batch_requests"])

@@ -30,4 +30,5 @@ def rerank_requests(*, requests: list[dict[str, Any]]) -> dict[str, Any]:
          for r in requests]
     )
     engine = batcher.engine
-    return {"engine": engine.name, "model": engine.model, "scores": results}
+    return {"engine": engine.name, "model": engine.model, "scores": [r.scores for r in results],
+            "batch_requests": max(r.batch_requests for r in results)}

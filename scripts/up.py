@@ -134,11 +134,14 @@ def main() -> int:
         # One process holds the reranker; its threads feed the micro-batcher (a prefork child is
         # daemonic and could not start vLLM's engine process).
         concurrency = os.environ.get("KB_RERANK_CONCURRENCY", "16")
-        stack.spawn("rerank", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", os.environ.get("KB_RERANK_QUEUE", "rerank"),
+        rerank_queue = os.environ.get("KB_RERANK_QUEUE", "rerank")
+        stack.spawn("rerank", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", rerank_queue,
                                "-P", "threads", "-c", concurrency, "--prefetch-multiplier", "1",
                                "-n", f"rerank-{port}@%h", "-l", "INFO"], env)
         base = f"http://{host}:{port}"
         wait_ready(f"{base}/readyz", stack)
+        # The lite engine caches per-document work: warm it so first questions are not degraded.
+        stack.manage(env, "kb_rerank_warmup", "--kb", "demo")
         log(f"web       {base}/")
         log(f"demo      {base}/demo/  (the chat widget on the demo knowledge base)")
         log(f"console   {base}/console/  (sign in as demo-agent / demo-manager / demo-admin)")

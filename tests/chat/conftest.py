@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import httpx
 import pytest
@@ -39,7 +39,7 @@ def rerank_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     return start_rerank_worker(start_worker)
 
 
-def make_kb(slug: str, entries: list[dict[str, object]] = SHOP_ENTRIES) -> KnowledgeBase:
+def make_kb(slug: str, entries: Sequence[Mapping[str, object]] = SHOP_ENTRIES) -> KnowledgeBase:
     kb = knowledge_base_create(slug=slug, name=slug.title())
     ids = [faq_entry_create(kb=kb, data=dict(entry)).pk for entry in entries]
     faq_entries_embed(entry_ids=ids)

@@ -134,3 +134,14 @@ def test_throttling_answers_429_with_retry_after(api: httpx.Client, settings: Se
     assert limited.status_code == 429
     assert int(limited.headers["Retry-After"]) > 0
     assert limited.json()["error"]["code"] == "throttled"
+
+
+def test_widget_origins_get_cors_from_their_publishable_key(live_server: object, shop: KnowledgeBase) -> None:
+    api_key_create(name="widget", kind=ApiKey.Kind.PUBLISHABLE, kb=shop, allowed_origins=["https://shop.example"])
+    url = f"{live_server.url}/api/v1/ask"  # type: ignore[attr-defined]
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key,content-type"}
+    allowed = httpx.options(url, headers={"Origin": "https://shop.example", **preflight})
+    assert allowed.headers.get("access-control-allow-origin") == "https://shop.example"
+    assert "x-api-key" in allowed.headers.get("access-control-allow-headers", "")
+    stranger = httpx.options(url, headers={"Origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in stranger.headers

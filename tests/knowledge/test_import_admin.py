@@ -8,39 +8,19 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-import pytest
-from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
-from django.urls import path
 from reversion.models import Version
 
-from knowledge.admin import FaqEntryAdmin, KnowledgeBaseAdmin
 from knowledge.models import FaqEntry, KnowledgeBase
-from knowledge.resources import FORMATS, FaqEntryImportExportMixin
+from knowledge.resources import FORMATS
 from knowledge.services import faq_entry_create
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
 
-
-def _site() -> admin.AdminSite:
-    if isinstance(admin.site._registry.get(FaqEntry), FaqEntryImportExportMixin):
-        return admin.site
-
-    class FaqEntryImportAdmin(FaqEntryImportExportMixin, FaqEntryAdmin):
-        pass
-
-    site = admin.AdminSite(name="admin")
-    site.register(FaqEntry, FaqEntryImportAdmin)
-    site.register(KnowledgeBase, KnowledgeBaseAdmin)
-    return site
-
-
-urlpatterns = [path("admin/", _site().urls)]
-pytestmark = pytest.mark.urls(__name__)
 
 IMPORT_URL = "/admin/knowledge/faqentry/import/"
 CONFIRM_URL = "/admin/knowledge/faqentry/process_import/"

@@ -25,7 +25,6 @@ from rerank.engines.transformers_engine import TransformersEngine
 from rerank.engines.vllm_engine import QWEN3_RERANKER_OVERRIDES
 from rerank.engines.vllm_server_engine import RerankServerError, VllmServerEngine
 
-
 MAX_TOKENS = 512
 STARTUP_TIMEOUT = 240.0
 QUERY = "退款多久到账？"

@@ -1,0 +1,84 @@
+"""The rerank task through the real broker and real Celery workers (lite engine)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pytest_django.fixtures import Settings
+
+from rerank.batching import RerankRequest
+from rerank.services import rerank_score, rerank_submit
+from tests.conftest import WorkerProcess, start_rerank_worker
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+DOCUMENTS = ["退款审核通过后原路退回，银行卡3到5个工作日到账。", "在订单详情页点击修改地址。",
+             "Open Settings, Privacy, then Delete account."]
+
+
+def test_a_rerank_task_returns_scores_in_input_order(
+    settings: Settings, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    settings.KB_RERANK_QUEUE = "rerank-scores"
+    start_rerank_worker(start_worker, KB_RERANK_QUEUE="rerank-scores")
+    outcome = rerank_score(requests=[RerankRequest(query="退款几天到账", documents=DOCUMENTS),
+                                     RerankRequest(query="delete my account", documents=DOCUMENTS)], timeout=60)
+    assert outcome.status == "ok" and outcome.engine == "lite"
+    first, second = outcome.scores
+    assert len(first) == len(second) == 3
+    assert max(range(3), key=first.__getitem__) == 0
+    assert max(range(3), key=second.__getitem__) == 2
+
+
+def test_concurrent_requests_share_engine_calls(
+    settings: Settings, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    settings.KB_RERANK_QUEUE = "rerank-batch"
+    start_rerank_worker(start_worker, KB_RERANK_QUEUE="rerank-batch", KB_RERANK_BATCH_WAIT_MS="300")
+
+    def one(n: int) -> int:
+        outcome = rerank_score(requests=[RerankRequest(query=f"question {n}", documents=[f"document {n}", "x"])],
+                               timeout=60)
+        assert outcome.status == "ok"
+        return outcome.batch_requests
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        sizes = list(pool.map(one, range(8)))
+    assert max(sizes) > 1, sizes
+
+
+def test_a_worker_killed_mid_task_loses_nothing(
+    settings: Settings, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    settings.KB_RERANK_QUEUE = "rerank-redeliver"
+    env = {"KB_RERANK_QUEUE": "rerank-redeliver", "KB_BROKER_VISIBILITY_TIMEOUT": "3"}
+    doomed = start_rerank_worker(start_worker, **env)
+    # Enough distinct long documents that scoring takes a few seconds on the lite engine.
+    documents = [f"文档 {n}：" + "订单发货后请在物流页面查看轨迹，如有异常请联系客服处理。" * 8 + f" item {n}"
+                 for n in range(300)]
+    result = rerank_submit(requests=[RerankRequest(query="物流异常怎么办", documents=documents)])
+    wait_until(lambda: b"rerank.score" in doomed.log_path.read_bytes() and b"received" in doomed.log_path.read_bytes(),
+               timeout=30, interval=0.05)
+    os.kill(doomed.process.pid, signal.SIGKILL)
+    doomed.process.wait()
+    assert not result.ready()
+
+    time.sleep(3.5)  # past the visibility timeout: the unacknowledged task may go to another worker
+    successor = start_rerank_worker(start_worker, **env)
+    value = result.get(timeout=120)
+    assert len(value["scores"][0]) == 300
+    assert b"rerank.score" in successor.log_path.read_bytes()
+
+
+def test_no_worker_means_unavailable_within_the_deadline(settings: Settings) -> None:
+    settings.KB_RERANK_QUEUE = "rerank-nobody-listens"
+    started = time.monotonic()
+    outcome = rerank_score(requests=[RerankRequest(query="q", documents=["d"])], timeout=1.0)
+    assert outcome.status == "unavailable" and outcome.reason == "timeout"
+    assert time.monotonic() - started < 3
