@@ -44,6 +44,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: Any, args
         postgres.ensure_database("kbservice")
         redis = EmbeddedRedis.start(run_dir / "redis", persist=False)
         _started.extend([redis, postgres])
+        # Two shared cores run the web server, workers and tests at once: a generous rerank deadline
+        # keeps reranked answers deterministic; tests of the deadline itself set their own.
+        os.environ.setdefault("KB_RERANK_TIMEOUT", "30")
         os.environ.update(
             KB_TEST_STACK="1",
             KB_ENV="test",
