@@ -89,7 +89,7 @@ def start_rerank_worker(start_worker: Callable[..., WorkerProcess], **extra_env:
     from rerank.heartbeat import rerank_workers_alive
     from tests.helpers import wait_until
 
-    worker = start_worker("rerank", pool="threads", concurrency=8, **extra_env)
+    worker = start_worker(extra_env.get("KB_RERANK_QUEUE", "rerank"), pool="threads", concurrency=8, **extra_env)
     wait_until(lambda: any(w["hostname"].startswith(worker.name) for w in rerank_workers_alive()), timeout=300)
     return worker
 
