@@ -268,7 +268,8 @@ def main() -> int:
 
             latency: dict[str, list[float]] = {"hnsw": [], "exact": []}
             recalls: dict[str, list[float]] = {"perturbed": [], "fresh": []}
-            top1_source = top1_same = 0
+            top1_source = 0
+            top1_same = {"perturbed": 0, "fresh": 0}
             exact_results: dict[str, set[int]] = {}
             names = list(embedder.vectors)[: args.queries]
             order = np.random.default_rng(args.seed + 2).permutation(len(names))
@@ -284,7 +285,7 @@ def main() -> int:
                     latency[path].append((time.perf_counter() - t0) * 1000)
                     results[path] = [hit.entry_id for hit in hits]
                 truth = exact_results[name] = set(results["exact"])
-                top1_same += results["hnsw"][:1] == results["exact"][:1]
+                top1_same[kinds[name]] += results["hnsw"][:1] == results["exact"][:1]
                 recalls[kinds[name]].append(len(truth & set(results["hnsw"])) / max(1, len(truth)))
                 if kinds[name] == "perturbed" and results["exact"][:1] == [source_entry[name]]:
                     top1_source += 1
@@ -326,7 +327,8 @@ def main() -> int:
             print(f"  {kind:<10} mean {statistics.fmean(values):.3f}, min {min(values):.3f} ({len(values)} queries)")
     if recalls["perturbed"]:
         print(f"exact top-1 is the perturbed vector's source: {top1_source}/{len(recalls['perturbed'])}; "
-              f"HNSW top-1 = exact top-1: {top1_same}/{done}")
+              f"HNSW top-1 = exact top-1: perturbed {top1_same['perturbed']}/{len(recalls['perturbed'])}, "
+              f"fresh {top1_same['fresh']}/{len(recalls['fresh'])}")
     if sweep:
         print(f"diagnostic, same SQL with other hnsw.ef_search ({len(swept)} queries): " + "; ".join(
             f"ef={ef} recall@{k} {score:.3f} p50 {ms:.1f}ms" for ef, (score, ms) in sweep.items()))

@@ -30,7 +30,7 @@ def _beat(hostname: str, stop: threading.Event) -> None:
     client = _client()
     while not stop.is_set():
         payload = {"engine": engine.name, "model": engine.model, "hostname": hostname, "pid": os.getpid(),
-                   "seen_at": time.time()}
+                   "queue": settings.KB_RERANK_QUEUE, "seen_at": time.time()}
         # Redis down: readiness says so; keep beating for when it returns.
         with contextlib.suppress(redis.RedisError):
             client.set(KEY_PREFIX + hostname, json.dumps(payload), ex=interval * 3)
@@ -56,7 +56,9 @@ def _stop_heartbeat(sender: Any, **kwargs: Any) -> None:
 
 
 def rerank_workers_alive() -> list[dict[str, Any]]:
+    """Rerank workers that beat recently and consume the queue this process sends reranks to."""
     client = _client()
     keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=100))
     values = client.mget(keys) if keys else []
-    return [json.loads(value) for value in values if value]
+    workers = [json.loads(value) for value in values if value]
+    return [worker for worker in workers if worker.get("queue") == settings.KB_RERANK_QUEUE]

@@ -57,6 +57,7 @@ def test_a_worker_killed_mid_task_loses_nothing(
     settings: Settings, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     settings.KB_RERANK_QUEUE = "rerank-redeliver"
+    settings.KB_RERANK_EXPIRES = 900  # on a loaded machine the successor may take a while to start
     env = {"KB_RERANK_QUEUE": "rerank-redeliver", "KB_BROKER_VISIBILITY_TIMEOUT": "3"}
     doomed = start_rerank_worker(start_worker, **env)
     # Enough distinct long documents that scoring takes a few seconds on the lite engine.
