@@ -90,7 +90,9 @@ def highlight(*, question: str, text: str, embed_model: str | None = None) -> Hi
     sentences = [text[start:end] for start, end in spans]
     question_terms = _terms(question)
     scores = np.array([_lexical(question_terms, sentence) for sentence in sentences])
-    if embed_model and len(sentences) > 1:
+    # Embeddings only when no sentence shares a word with the question (a pure paraphrase): they
+    # cost a model call per sentence, while word overlap settles most questions for free.
+    if embed_model and len(sentences) > 1 and not scores.any():
         embedder = get_embedder(embed_model)
         similarity = embedder.embed_passages(sentences) @ embedder.embed_queries([question])[0]
         spread = similarity.max() - similarity.min()

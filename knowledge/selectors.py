@@ -14,8 +14,9 @@ from knowledge.embedding import get_embedder
 from knowledge.models import FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.vector_index import vector_expression
 
-# Candidates the HNSW scan examines; must be >= k for full recall of the top k.
-HNSW_EF_SEARCH = 100
+# Candidates the HNSW scan examines (>= k). bench/recall.py, 100k entries, k=50: ef 100 → recall@50
+# 0.915, ef 200 → 0.971 at a few ms more per query.
+HNSW_EF_SEARCH = 200
 
 
 @dataclass(frozen=True)
