@@ -31,6 +31,14 @@ class SearchFilters:
     category: str = ""
     language: str = ""
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchFilters:
+        return cls(tags=tuple(data.get("tags") or ()), category=data.get("category") or "",
+                   language=data.get("language") or "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tags": list(self.tags), "category": self.category, "language": self.language}
+
     def sql(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []

@@ -32,6 +32,12 @@ class AskParams:
     top_n: int | None = None
 
 
+def question_params(question: Question) -> AskParams:
+    """The parameters a stored question was asked with."""
+    return AskParams(question=question.text, instruction=question.instruction,
+                     filters=SearchFilters.from_dict(question.filters), top_n=question.top_n)
+
+
 def question_clean(*, text: Any) -> str:
     """The question as asked, validated; raises ValidationError for what we cannot answer."""
     if not isinstance(text, str):
@@ -147,7 +153,7 @@ def _compute(kb: KnowledgeBase, params: AskParams) -> tuple[dict[str, Any], bool
 def _cache_key(kb: KnowledgeBase, params: AskParams, normalized: str) -> str:
     return answer_cache.cache_key(
         kb=kb.pk, generation=kb.content_generation, question=normalized,
-        instruction=params.instruction or kb.rerank_instruction, filters=params.filters.__dict__,
+        instruction=params.instruction or kb.rerank_instruction, filters=params.filters.as_dict(),
         top_n=params.top_n or kb.top_n, embed=kb.embed_model,
         rerank=[settings.KB_RERANK_BACKEND, settings.KB_RERANK_MODEL],
         thresholds=[kb.answer_threshold, kb.suggest_threshold],
@@ -195,7 +201,7 @@ def question_record(*, kb: KnowledgeBase, params: AskParams, normalized: str, va
         Ticket.objects.filter(pk=ticket.pk).update(updated_at=timezone.now())
     question = Question.objects.create(
         ticket=ticket, text=params.question, normalized=normalized, instruction=params.instruction,
-        filters=params.filters.__dict__ | {"tags": list(params.filters.tags)}, top_n=params.top_n,
+        filters=params.filters.as_dict(), top_n=params.top_n,
         state=Question.State.ANSWERED, decision=value["decision"], response=value,
         rerank_status=value["rerank"]["status"], answered_at=timezone.now(),
     )
@@ -231,10 +237,7 @@ def question_rerank_late(*, question_id: int) -> bool:
     if question is None:
         return False
     kb = question.ticket.kb
-    filters = SearchFilters(tags=tuple(question.filters.get("tags", ())), category=question.filters.get("category", ""),
-                            language=question.filters.get("language", ""))
-    params = AskParams(question=question.text, instruction=question.instruction, filters=filters,
-                       top_n=question.top_n)
+    params = question_params(question)
     recall = faq_recall(kb=kb, query=params.question, filters=params.filters)
     documents = [faq_rerank_document(candidate.entry) for candidate in recall.candidates]
     outcome = rerank_score(

@@ -10,9 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.models import Feedback, Question, Ticket
-from chat.services.ask import AskParams, ask
+from chat.services.ask import AskParams, ask, question_params
 from knowledge.models import FaqEntry
-from knowledge.selectors import SearchFilters
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +21,7 @@ def question_submit(*, ticket: Ticket, params: AskParams) -> Question:
     """Queue a question on a ticket; a worker answers it (see ``question_answer``)."""
     question = Question.objects.create(
         ticket=ticket, text=params.question, normalized="", instruction=params.instruction,
-        filters={"tags": list(params.filters.tags), "category": params.filters.category,
-                 "language": params.filters.language},
+        filters=params.filters.as_dict(),
         top_n=params.top_n,
     )
     Ticket.objects.filter(pk=ticket.pk).update(updated_at=timezone.now())
@@ -48,12 +46,8 @@ def question_answer(*, question_id: int) -> bool:
     question = pending.first()
     if question is None:
         return False
-    filters = SearchFilters(tags=tuple(question.filters.get("tags", ())), category=question.filters.get("category", ""),
-                            language=question.filters.get("language", ""))
-    params = AskParams(question=question.text, instruction=question.instruction, filters=filters,
-                       top_n=question.top_n)
-    ask(kb=question.ticket.kb, params=params, ticket=question.ticket, channel=question.ticket.channel,
-        pending=question)
+    ticket = question.ticket
+    ask(kb=ticket.kb, params=question_params(question), ticket=ticket, channel=ticket.channel, pending=question)
     return True
 
 
