@@ -111,12 +111,6 @@ def _run(requests: list[RerankRequest]) -> RerankOutcome:
     return outcome
 
 
-def _usage_of(requests: list[RerankRequest]) -> dict[str, int]:
-    # Characters, not model tokens: the web process holds no tokenizer. Billing-grade counts
-    # would need the worker's tokenizer; clients use this only as a size indicator.
-    return {"total_tokens": sum(len(r.query) * len(r.documents) + sum(map(len, r.documents)) for r in requests)}
-
-
 class RerankApi(APIView):
     permission_classes = [requires_scope("rerank")]
 
@@ -133,7 +127,7 @@ class RerankApi(APIView):
             "model": outcome.model,
             "results": _ranked(params["documents"], outcome.scores[0], top_n=params.get("top_n"),
                                with_documents=params["return_documents"]),
-            "usage": _usage_of([rerank_request]),
+            "usage": {"total_tokens": outcome.total_tokens},
         })
 
 
@@ -156,7 +150,7 @@ class RerankBatchApi(APIView):
                 _ranked(r.documents, scores, top_n=params.get("top_n"), with_documents=params["return_documents"])
                 for r, scores in zip(requests, outcome.scores, strict=True)
             ],
-            "usage": _usage_of(requests),
+            "usage": {"total_tokens": outcome.total_tokens},
         })
 
 

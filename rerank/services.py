@@ -32,6 +32,7 @@ class RerankOutcome:
     task_id: str = ""
     reason: str = ""
     batch_requests: int = 0  # requests that shared the engine call (micro-batching at work)
+    total_tokens: int = 0
 
 
 def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = None) -> AsyncResult:
@@ -64,4 +65,5 @@ def rerank_score(
     with contextlib.suppress(Exception):
         result.forget()  # the caller has it; don't keep it in Redis for CELERY_RESULT_EXPIRES
     return RerankOutcome(status="ok", scores=value["scores"], engine=value["engine"], model=value["model"],
-                         task_id=result.id, batch_requests=value["batch_requests"])
+                         task_id=result.id, batch_requests=value["batch_requests"],
+                         total_tokens=value["total_tokens"])

@@ -75,6 +75,10 @@ class RerankEngine(ABC):
     def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:
         """Score distinct documents, in their order."""
 
+    @abstractmethod
+    def count_tokens(self, query: str, documents: list[str], *, instruction: str | None = None) -> int:
+        """Tokens the model reads to score these documents (reported as the API's usage)."""
+
 
 class Tokenizer(Protocol):
     """The slice of a Hugging Face fast tokenizer that truncation needs."""
@@ -194,6 +198,12 @@ class Qwen3Engine(RerankEngine):
             by_document = dict(zip(unique, scores[start : start + len(unique)], strict=True))
             results.append([by_document[document] for document in documents])
         return results
+
+    def count_tokens(self, query: str, documents: list[str], *, instruction: str | None = None) -> int:
+        unique = list(dict.fromkeys(documents))
+        if not unique:
+            return 0
+        return sum(len(prompt.input_ids) for prompt in self._prompts(query, unique, instruction or DEFAULT_INSTRUCTION))
 
     def _prompts(self, query: str, documents: list[str], instruction: str) -> list[Prompt]:
         fitted = self._fitter.fit(instruction, query, documents)

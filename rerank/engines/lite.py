@@ -215,6 +215,11 @@ class LiteEngine(RerankEngine):
         with self._e5_lock:
             return np.asarray(self._e5.query([query]), dtype=np.float32).reshape(-1)
 
+    def count_tokens(self, query: str, documents: list[str], *, instruction: str | None = None) -> int:
+        # e5 reads the query once and each distinct document once (the instruction is not used).
+        with self._e5_lock:
+            return sum(int(self._e5.token_count(text)) for text in [query, *dict.fromkeys(documents)])
+
     def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:
         # The instruction is for cross-encoders; embeddings and word overlap cannot follow it.
         logits = self.features(query, documents) @ WEIGHTS + BIAS

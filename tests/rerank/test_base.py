@@ -42,6 +42,9 @@ class _CountingEngine(RerankEngine):
         self.calls.append((query, documents, instruction))
         return [len(document) / 100 for document in documents]
 
+    def count_tokens(self, query: str, documents: list[str], *, instruction: str | None = None) -> int:
+        return len(query) + sum(map(len, documents))
+
 
 def test_duplicates_are_scored_once_and_fanned_out_in_input_order() -> None:
     engine = _CountingEngine()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rerank.engines.base import DEFAULT_INSTRUCTION, WEB_SEARCH_INSTRUCTION, PromptFitter
+from rerank.engines.base import DEFAULT_INSTRUCTION, WEB_SEARCH_INSTRUCTION, PromptFitter, format_pair
 from rerank.engines.transformers_engine import TransformersEngine
 
 QUERY = "How do I reset my password?"
@@ -159,3 +159,11 @@ def test_a_micro_batch_of_requests_is_one_model_pass(
 
     assert scores == [pytest.approx(row, abs=1e-6) for row in expected]
     assert [len(batch) for batch in forward_calls] == [4]  # 4 distinct pairs, batch_size 4
+
+
+def test_token_count_is_the_length_of_the_prompts_the_model_reads(tiny_qwen3: Path) -> None:
+    engine = TransformersEngine(str(tiny_qwen3))
+    tokenizer = engine._fitter
+    documents = ["first document", "second, longer document", "first document"]
+    expected = sum(tokenizer.count([format_pair(DEFAULT_INSTRUCTION, "query", d)])[0] for d in documents[:2])
+    assert engine.count_tokens("query", documents) == expected
