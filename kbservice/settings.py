@@ -217,6 +217,8 @@ KB_EMBED_URL_MODEL = env_str("KB_EMBED_URL_MODEL", "Qwen/Qwen3-Embedding-0.6B")
 KB_EMBED_API_KEY = env_str("KB_EMBED_API_KEY")
 KB_EMBED_TIMEOUT = env_float("KB_EMBED_TIMEOUT", 30.0, minimum=0.1)
 KB_EMBED_BATCH = env_int("KB_EMBED_BATCH", 32, minimum=1)
+# The Celery queue embedding tasks go to (consumed by the CPU worker).
+KB_EMBED_QUEUE = env_str("KB_EMBED_QUEUE", "default")
 KB_MAX_QUESTION_CHARS = env_int("KB_MAX_QUESTION_CHARS", 2000, minimum=10)
 KB_MAX_ANSWER_CHARS = env_int("KB_MAX_ANSWER_CHARS", 20000, minimum=100)
 KB_MAX_SUMMARY_CHARS = env_int("KB_MAX_SUMMARY_CHARS", 4000, minimum=100)

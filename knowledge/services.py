@@ -160,7 +160,7 @@ def _enqueue_embedding(entry_ids: list[int]) -> None:
     from knowledge.tasks import faq_entries_embed_task
 
     try:
-        faq_entries_embed_task.delay(entry_ids=entry_ids)
+        faq_entries_embed_task.apply_async(kwargs={"entry_ids": entry_ids}, queue=settings.KB_EMBED_QUEUE)
     except Exception:  # the broker is down: the entry is saved; `kb_reembed --missing` catches up
         logger.warning("could not queue embedding", extra={"entry_ids": entry_ids}, exc_info=True)
 
@@ -266,11 +266,14 @@ def faq_entries_embed(*, entry_ids: Sequence[int], model: str | None = None) -> 
                 FaqEntry.objects.select_for_update().filter(pk__in=[e.pk for e in todo])
                 .values_list("id", "content_hash")
             )
+            # Under the lock: another worker may have stored this very vector meanwhile.
+            stored = dict(FaqEmbedding.objects.filter(entry__in=todo, model=name)
+                          .values_list("entry_id", "content_hash"))
             rows = [
                 FaqEmbedding(entry_id=e.pk, kb_id=e.kb_id, model=name, dimensions=embedder.dimensions,
                              content_hash=e.content_hash, vector=vector.tolist())
                 for e, vector in zip(todo, vectors, strict=True)
-                if current.get(e.pk) == e.content_hash
+                if current.get(e.pk) == e.content_hash and stored.get(e.pk) != e.content_hash
             ]
             FaqEmbedding.objects.bulk_create(
                 rows, update_conflicts=True, unique_fields=["entry", "model"],

