@@ -78,9 +78,16 @@ def test_a_worker_killed_mid_task_loses_nothing(
     assert successor.log_path.read_bytes().count(b"succeeded") == 1
 
 
-def test_no_worker_means_unavailable_within_the_deadline(settings: Settings) -> None:
-    settings.KB_RERANK_QUEUE = "rerank-nobody-listens"
+def test_a_stopped_worker_means_unavailable_within_the_deadline(
+    settings: Settings, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    settings.KB_RERANK_QUEUE = "rerank-stopped"
+    worker = start_rerank_worker(start_worker, KB_RERANK_QUEUE="rerank-stopped")
+    request = RerankRequest(query="q", documents=["d"])
+    assert rerank_score(requests=[request], timeout=30).status == "ok"
+
+    worker.stop()
     started = time.monotonic()
-    outcome = rerank_score(requests=[RerankRequest(query="q", documents=["d"])], timeout=1.0)
+    outcome = rerank_score(requests=[request], timeout=1.0)
     assert outcome.status == "unavailable" and outcome.reason == "timeout"
     assert time.monotonic() - started < 3
