@@ -109,7 +109,11 @@ def _wait_for(client: redis.Redis, key: str, lock_key: str,
         if raw is not None:
             return Cached(json.loads(raw), "shared")
         if not client.exists(lock_key):
-            break  # the computing process died or gave up: compute ourselves
+            # Published between our read and the lock check, or the computing process died.
+            raw = client.get(key) or client.get(f"{key}:handoff")
+            if raw is not None:
+                return Cached(json.loads(raw), "shared")
+            break
         time.sleep(delay)
         delay = min(delay * 1.5, 0.1)
     value, cacheable = compute()

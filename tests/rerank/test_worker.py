@@ -75,6 +75,8 @@ def test_a_worker_killed_mid_task_loses_nothing(
     successor = start_rerank_worker(start_worker, **env)
     value = result.get(timeout=120)
     assert len(value["scores"][0]) == 150
+    # Celery logs "succeeded" just after storing the result we already read.
+    wait_until(lambda: b"succeeded" in successor.log_path.read_bytes(), timeout=10)
     assert successor.log_path.read_bytes().count(b"succeeded") == 1
 
 
