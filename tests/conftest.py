@@ -106,9 +106,15 @@ def redis_client() -> redis.Redis:
 
 @pytest.fixture(autouse=True)
 def _clean_cache() -> Generator[None]:
+    """Forget cached answers and throttle counts between tests. Not cache.clear(): that flushes the
+    whole Redis database, with the broker's queues and the workers' heartbeats in it."""
     yield
     with contextlib.suppress(Exception):  # a test may have stopped Redis on purpose
-        cache.clear()
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for pattern in ("kb:answer:*", f"{cache.make_key('throttle')}*"):
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            if keys:
+                client.delete(*keys)
 
 
 @pytest.fixture
