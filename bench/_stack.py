@@ -19,8 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kbservice.embedded import VAR_DIR, EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
+from kbservice.embedded import VAR_DIR, EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_http_ok  # noqa: E402
 
 BENCH_DIR = VAR_DIR / "bench"
 PYTHON = sys.executable
@@ -142,19 +140,7 @@ class BenchStack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def wait_http_ok(self, url: str, *, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            problem = self.exited()
-            if problem:
-                raise RuntimeError(problem)
-            try:
-                with urllib.request.urlopen(url, timeout=3) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")
+        wait_for_http_ok(url, timeout=timeout, check=self.exited)
 
     @staticmethod
     def free_port() -> int:

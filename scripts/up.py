@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import FrameType
 
@@ -25,6 +23,7 @@ from kbservice.embedded import (  # noqa: E402  (needs the checkout on sys.path)
     EmbeddedPostgres,
     EmbeddedRedis,
     clear_services,
+    wait_for_http_ok,
     write_services,
 )
 
@@ -90,22 +89,6 @@ class Stack:
         return None
 
 
-def wait_ready(url: str, stack: Stack) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        problem = stack.exited()
-        if problem:
-            raise RuntimeError(problem)
-        try:
-            with urllib.request.urlopen(url, timeout=3) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer 200 within {READY_TIMEOUT:.0f}s; see var/log/")
-
-
 def main() -> int:
     port = int(os.environ.get("KB_PORT", "8000"))
     host = os.environ.get("KB_HOST", "127.0.0.1")
@@ -139,7 +122,7 @@ def main() -> int:
                                "-P", "threads", "-c", concurrency, "--prefetch-multiplier", "1",
                                "-n", f"rerank-{port}@%h", "-l", "INFO"], env)
         base = f"http://{host}:{port}"
-        wait_ready(f"{base}/readyz", stack)
+        wait_for_http_ok(f"{base}/readyz", timeout=READY_TIMEOUT, check=stack.exited)
         # The lite engine caches per-document work: warm it so first questions are not degraded.
         stack.manage(env, "kb_rerank_warmup", "--kb", "demo")
         log(f"web       {base}/")
