@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat.models import ApiKey, Question, Scope, Ticket
+from chat.models import ApiKey, Decision, Feedback, Question, Scope, Ticket
 from chat.services.ask import AskParams, ask, question_clean
 from chat.services.tickets import (
     feedback_create,
@@ -24,6 +24,8 @@ from chat.services.tickets import (
     ticket_resolve,
 )
 from kbservice.api.auth import requires_scope
+from kbservice.api.schema import errors
+from knowledge.apis.common import MAX_ID, Pagination
 from knowledge.models import KnowledgeBase
 from knowledge.selectors import SearchFilters
 
@@ -57,7 +59,8 @@ class QuestionField(serializers.CharField):
     default_error_messages = {"blank": "must not be empty"}
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(trim_whitespace=False, **kwargs)
+        # max_length checks (and documents) the stripped text, as question_clean does.
+        super().__init__(trim_whitespace=False, max_length=settings.KB_MAX_QUESTION_CHARS, **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -88,11 +91,66 @@ class AskInput(serializers.Serializer):
         )
 
 
+# Output shapes, for the schema: the services build these bodies as plain dicts.
+class ScoresOutput(serializers.Serializer):
+    vector = serializers.FloatField(allow_null=True)
+    keyword = serializers.FloatField(allow_null=True)
+    fused = serializers.FloatField()
+    rerank = serializers.FloatField(allow_null=True, help_text="null when the answer is degraded")
+
+
+class HighlightOutput(serializers.Serializer):
+    spans = inline_serializer("HighlightSpan", {"start": serializers.IntegerField(),
+                                                "end": serializers.IntegerField()}, many=True)
+    html = serializers.CharField(help_text="The answer, escaped, with <mark> around the matching sentence(s).")
+
+
+class AnsweredEntryOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    external_id = serializers.CharField(allow_null=True)
+    revision = serializers.IntegerField(help_text="The entry's version this answer was given from.")
+    question = serializers.CharField()
+    answer = serializers.CharField()
+    summary = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    category = serializers.CharField()
+    language = serializers.CharField()
+    rank = serializers.IntegerField()
+    scores = ScoresOutput()
+    recall_ranks = inline_serializer("RecallRanks", {"vector": serializers.IntegerField(allow_null=True),
+                                                     "keyword": serializers.IntegerField(allow_null=True)})
+    highlight = HighlightOutput()
+
+
+class RerankStatusOutput(serializers.Serializer):
+    engine = serializers.CharField()
+    model = serializers.CharField()
+    status = serializers.ChoiceField(choices=["ok", "degraded", "skipped"])
+    reason = serializers.CharField(required=False, help_text="Why the answer is degraded.")
+    late = serializers.BooleanField(required=False, help_text="Reranked after a degraded answer.")
+
+
+class AnswerOutput(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=Decision.choices)
+    answer = AnsweredEntryOutput(allow_null=True)
+    alternatives = AnsweredEntryOutput(many=True)
+    rerank = RerankStatusOutput()
+
+
+class AskOutput(AnswerOutput):
+    ticket = serializers.UUIDField()
+    question_id = serializers.IntegerField()
+    candidates = serializers.ListField(child=serializers.IntegerField(), help_text="Entry ids, best first.")
+    thresholds = inline_serializer("Thresholds", {"answer": serializers.FloatField(),
+                                                  "suggest": serializers.FloatField()})
+    cache = serializers.ChoiceField(choices=["hit", "miss", "shared"])
+    timings_ms = serializers.DictField(child=serializers.FloatField())
+
+
 class AskApi(APIView):
     permission_classes = [requires_scope(Scope.ASK)]
 
-    @extend_schema(request=AskInput, responses={200: OpenApiResponse(description="The answer")},
-                   operation_id="ask")
+    @extend_schema(request=AskInput, responses={200: AskOutput, **errors(404)}, operation_id="ask")
     def post(self, request: Request) -> Response:
         data = AskInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -128,12 +186,58 @@ def ticket_payload(ticket: Ticket, *, with_questions: bool = True) -> dict[str, 
     return body
 
 
+class TicketOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    kb = serializers.SlugField()
+    status = serializers.ChoiceField(choices=Ticket.Status.choices)
+    customer = serializers.CharField()
+    channel = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    handed_off_at = serializers.DateTimeField(allow_null=True)
+    resolved_at = serializers.DateTimeField(allow_null=True)
+
+
+class TicketQuestionOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    question = serializers.CharField()
+    state = serializers.ChoiceField(choices=Question.State.choices)
+    decision = serializers.ChoiceField(choices=Decision.choices, allow_null=True)
+    created_at = serializers.DateTimeField()
+    answered_at = serializers.DateTimeField(allow_null=True)
+    # Present once the question is answered:
+    answer = AnsweredEntryOutput(allow_null=True, required=False)
+    alternatives = AnsweredEntryOutput(many=True, required=False)
+    rerank = RerankStatusOutput(required=False)
+
+
+class TicketWithQuestionsOutput(TicketOutput):
+    questions = TicketQuestionOutput(many=True)
+
+
+class QueuedOutput(serializers.Serializer):
+    ticket = serializers.UUIDField()
+    question_id = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=Question.State.choices)
+
+
+class TicketQueuedOutput(QueuedOutput):
+    poll = serializers.CharField(help_text="Where to GET the ticket until the question is answered.")
+
+
+class TicketFilter(serializers.Serializer):
+    kb = serializers.SlugField(required=False, allow_blank=True)
+    status = serializers.ChoiceField(choices=Ticket.Status.choices, required=False, allow_blank=True)
+
+
 class TicketListCreateApi(APIView):
+    pagination_class = Pagination
+
     def get_permissions(self) -> list[Any]:
         scope = Scope.ASK if self.request.method == "POST" else Scope.TICKETS
         return [requires_scope(scope)()]
 
-    @extend_schema(request=TicketCreateInput, responses={202: OpenApiResponse(description="Queued")},
+    @extend_schema(request=TicketCreateInput, responses={202: TicketQueuedOutput, **errors(404)},
                    operation_id="ticket_create")
     def post(self, request: Request) -> Response:
         data = TicketCreateInput(data=request.data)
@@ -145,15 +249,17 @@ class TicketListCreateApi(APIView):
         return Response({"ticket": str(ticket.public_id), "question_id": question.pk, "state": question.state,
                          "poll": f"/api/v1/tickets/{ticket.public_id}"}, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={200: OpenApiResponse(description="Tickets")}, operation_id="ticket_list")
+    @extend_schema(parameters=[TicketFilter], responses={200: TicketOutput(many=True)}, operation_id="ticket_list")
     def get(self, request: Request) -> Response:
+        filters = TicketFilter(data=request.query_params)
+        filters.is_valid(raise_exception=True)
         tickets: QuerySet[Ticket] = Ticket.objects.select_related("kb").order_by("-updated_at")
         if isinstance(request.auth, ApiKey) and request.auth.kb_id is not None:
             tickets = tickets.filter(kb_id=request.auth.kb_id)
         for param, field in (("kb", "kb__slug"), ("status", "status")):
-            if request.query_params.get(param):
-                tickets = tickets.filter(**{field: request.query_params[param]})
-        paginator = LimitOffsetPagination()
+            if filters.validated_data.get(param):
+                tickets = tickets.filter(**{field: filters.validated_data[param]})
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(tickets, request, view=self) or []
         return paginator.get_paginated_response([ticket_payload(t, with_questions=False) for t in page])
 
@@ -161,7 +267,7 @@ class TicketListCreateApi(APIView):
 class TicketDetailApi(APIView):
     permission_classes = [requires_scope(Scope.ASK)]
 
-    @extend_schema(responses={200: OpenApiResponse(description="The ticket")}, operation_id="ticket_get")
+    @extend_schema(responses={200: TicketWithQuestionsOutput}, operation_id="ticket_get")
     def get(self, request: Request, public_id: str) -> Response:
         return Response(ticket_payload(ticket_for(request, public_id)))
 
@@ -174,8 +280,7 @@ class FollowUpInput(serializers.Serializer):
 class TicketQuestionApi(APIView):
     permission_classes = [requires_scope(Scope.ASK)]
 
-    @extend_schema(request=FollowUpInput, responses={202: OpenApiResponse(description="Queued")},
-                   operation_id="ticket_follow_up")
+    @extend_schema(request=FollowUpInput, responses={202: QueuedOutput}, operation_id="ticket_follow_up")
     def post(self, request: Request, public_id: str) -> Response:
         ticket = ticket_for(request, public_id)
         data = FollowUpInput(data=request.data)
@@ -193,7 +298,7 @@ class TicketHandOffApi(APIView):
 
     permission_classes = [requires_scope(Scope.ASK)]
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="The ticket")},
+    @extend_schema(request=None, responses={200: TicketWithQuestionsOutput, **errors(400)},
                    operation_id="ticket_hand_off")
     def post(self, request: Request, public_id: str) -> Response:
         try:
@@ -206,8 +311,7 @@ class TicketHandOffApi(APIView):
 class TicketResolveApi(APIView):
     permission_classes = [requires_scope(Scope.TICKETS)]
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="The ticket")},
-                   operation_id="ticket_resolve")
+    @extend_schema(request=None, responses={200: TicketWithQuestionsOutput}, operation_id="ticket_resolve")
     def post(self, request: Request, public_id: str) -> Response:
         by = request.user if getattr(request.user, "pk", None) else None
         return Response(ticket_payload(ticket_resolve(ticket=ticket_for(request, public_id), resolved_by=by)))
@@ -215,16 +319,25 @@ class TicketResolveApi(APIView):
 
 class FeedbackInput(serializers.Serializer):
     ticket = serializers.UUIDField()
-    question_id = serializers.IntegerField(min_value=1)
+    question_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     helpful = serializers.BooleanField(required=False, allow_null=True, default=None)
-    chosen_entry = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    chosen_entry = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_ID)
     comment = serializers.CharField(required=False, allow_blank=True, max_length=4000, default="")
+
+
+# Built inline: a serializer attribute named "source" would shadow Field.source.
+FeedbackOutput = inline_serializer("FeedbackOutput", {
+    "id": serializers.IntegerField(), "question_id": serializers.IntegerField(),
+    "helpful": serializers.BooleanField(allow_null=True), "chosen_entry": serializers.IntegerField(allow_null=True),
+    "comment": serializers.CharField(allow_blank=True),
+    "source": serializers.ChoiceField(choices=Feedback.Source.choices),
+})
 
 
 class FeedbackApi(APIView):
     permission_classes = [requires_scope(Scope.FEEDBACK)]
 
-    @extend_schema(request=FeedbackInput, responses={201: OpenApiResponse(description="Recorded")},
+    @extend_schema(request=FeedbackInput, responses={201: FeedbackOutput, **errors(404)},
                    operation_id="feedback_create")
     def post(self, request: Request) -> Response:
         data = FeedbackInput(data=request.data)

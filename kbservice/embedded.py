@@ -102,8 +102,9 @@ class EmbeddedPostgres:
     started_here: bool
 
     @classmethod
-    def start(cls, pgdata: Path) -> EmbeddedPostgres:
-        """Start the server, or attach to the one already running on ``pgdata`` (idempotent)."""
+    def start(cls, pgdata: Path, *, port: int | None = None) -> EmbeddedPostgres:
+        """Start the server (on ``port``, or a free one), or attach to the one already running on
+        ``pgdata`` (idempotent)."""
         pgdata.mkdir(parents=True, exist_ok=True)
         run_kwargs = _run_as_pg_user()
         if run_kwargs:
@@ -122,7 +123,7 @@ class EmbeddedPostgres:
                  "-U", PG_SUPERUSER],
                 check=True, capture_output=True, **run_kwargs,  # type: ignore[call-overload]
             )
-        port = free_port()
+        port = port or free_port()
         log = pgdata / "server.log"
         options = f"-h 127.0.0.1 -p {port} -k {pgdata} -c max_connections=200 -c shared_buffers=256MB"
         subprocess.run(

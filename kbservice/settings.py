@@ -7,6 +7,7 @@ from pathlib import Path
 import dj_database_url
 import structlog
 from corsheaders.defaults import default_headers
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from kbservice.embedded import VAR_DIR, read_services
@@ -56,6 +57,8 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "csp",
     "corsheaders",
     "reversion",
     "reversion_compare",
@@ -68,16 +71,22 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: counts every response as the client receives it (kbservice.metrics).
+    "kbservice.metrics.recording.request_counting_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "kbservice.limits.RequestBodyLimitMiddleware",  # before CSRF: its check reads form bodies
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "kbservice.security.ContentSecurityPolicyMiddleware",
     "django_structlog.middlewares.RequestMiddleware",
+    # Innermost, so it sees a view's database error first: Postgres down means 503, not 500.
+    "kbservice.api.errors.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "kbservice.urls"
@@ -141,11 +150,16 @@ STORAGES = {
 }
 # The embedded set-up serves static files straight from the apps, no collectstatic step needed.
 WHITENOISE_USE_FINDERS = not PRODUCTION
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("KB_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
-FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Larger bodies are refused with 413 before they are read (kbservice.limits); import uploads may be
+# as large as KB_IMPORT_MAX_BYTES.
+KB_MAX_BODY_BYTES = env_int("KB_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = KB_MAX_BODY_BYTES
+FILE_UPLOAD_MAX_MEMORY_SIZE = KB_MAX_BODY_BYTES
 
 # Security: strict in production, relaxed only where the embedded set-up serves plain HTTP on loopback.
 SECURE_SSL_REDIRECT = env_bool("KB_SECURE_SSL_REDIRECT", PRODUCTION)
+# Prometheus scrapes web directly over the private network, not through the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PRODUCTION else None
 SESSION_COOKIE_SECURE = PRODUCTION
 CSRF_COOKIE_SECURE = PRODUCTION
@@ -154,11 +168,27 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
 SECURE_HSTS_PRELOAD = PRODUCTION
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# No page is framed, not even by the widget: it draws into a shadow root on the host page, no iframe.
 X_FRAME_OPTIONS = "DENY"
+# Our pages load only our own scripts and styles (htmx and Chart.js are vendored under static/). The
+# nonce appears only on pages that use it: the demo page hands it to the widget for its <style>.
+# Admin and API docs pages are loosened in kbservice.security.PATH_POLICIES.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # --- API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "kbservice.api.schema.ApiAutoSchema",
     "EXCEPTION_HANDLER": "kbservice.api.errors.exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "kbservice.api.auth.ApiKeyAuthentication",
@@ -166,7 +196,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["kbservice.api.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["kbservice.api.throttling.KeyRateThrottle"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -175,7 +205,13 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "kbservice API",
     "DESCRIPTION": "Customer-service knowledge-base answer engine.",
     "VERSION": "1.0.0",
+    # Swagger UI from the drf-spectacular-sidecar wheel: works offline and under our CSP (no CDN).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Entries, tickets and the rerank stage each have a "status" with its own values.
+    "ENUM_NAME_OVERRIDES": {"StatusEnum": "knowledge.models.FaqStatus",
+                            "TicketStatusEnum": "chat.models.Ticket.Status"},
 }
 CORS_ALLOWED_ORIGINS = env_list("KB_CORS_ALLOWED_ORIGINS", [])
 # Widget origins also come from publishable keys (chat.signals); keys travel in this header.
@@ -191,6 +227,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"rerank.*": {"queue": "rerank"}}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers outlive any Redis outage: the default gives up (and exits) after 100 attempts, ~45 minutes.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # A task whose worker died (unacknowledged) is handed to another worker once it is this old; it must
 # exceed the longest task's time limit, or a slow task would run twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -202,9 +240,11 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Fail fast when the broker is down: callers degrade instead of hanging.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
-# Waiting callers must not hang for the default 20 reconnection attempts while Redis is away.
+# One immediate retry, no pause: waiting callers must not hang while Redis is away, and every
+# AsyncResult unsubscribes when it is garbage-collected, so a pause would be paid once per result
+# (a collection freeing a hundred timed-out reranks stalled a request for a minute at 0.5 s each).
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
-    "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+    "retry_policy": {"max_retries": 1, "interval_start": 0},
 }
 CELERY_REDIS_SOCKET_TIMEOUT = 5
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
@@ -239,16 +279,23 @@ KB_RERANK_CONCURRENCY = env_int("KB_RERANK_CONCURRENCY", 16, minimum=1)
 KB_RERANK_BATCH_WAIT_MS = env_float("KB_RERANK_BATCH_WAIT_MS", 5.0, minimum=0.0)
 KB_RERANK_TASK_SOFT_TIME_LIMIT = env_int("KB_RERANK_TASK_SOFT_TIME_LIMIT", 60, minimum=1)
 KB_RERANK_TASK_TIME_LIMIT = env_int("KB_RERANK_TASK_TIME_LIMIT", 90, minimum=2)
-# A queued rerank older than this is dropped: its caller has long answered without it.
+# How long a late rerank (of an answer given degraded) waits for the worker. Other reranks expire
+# with their caller's wait (rerank.services): a worker drops them unrun once nobody waits.
 KB_RERANK_EXPIRES = env_int("KB_RERANK_EXPIRES", 120, minimum=1)
 KB_RERANK_MAX_DOCUMENTS = env_int("KB_RERANK_MAX_DOCUMENTS", 1000, minimum=1)
 KB_RERANK_MAX_DOCUMENT_CHARS = env_int("KB_RERANK_MAX_DOCUMENT_CHARS", 20000, minimum=100)
 KB_RERANK_MAX_QUERIES = env_int("KB_RERANK_MAX_QUERIES", 32, minimum=1)
+# All documents of one /v1/rerank/batch call together: a batch is never more work than one big request.
+KB_RERANK_MAX_BATCH_DOCUMENTS = env_int("KB_RERANK_MAX_BATCH_DOCUMENTS", KB_RERANK_MAX_DOCUMENTS, minimum=1)
 
 # --- Answers ------------------------------------------------------------------------------------
 KB_ANSWER_CACHE_TTL = env_int("KB_ANSWER_CACHE_TTL", 3600, minimum=1)
 KB_THROTTLE_RATE = env_str("KB_THROTTLE_RATE", "600/min")
 KB_WIDGET_THROTTLE_RATE = env_str("KB_WIDGET_THROTTLE_RATE", "60/min")
+
+# --- Metrics ------------------------------------------------------------------------------------
+# Bearer token /metrics requires; unset, only direct requests from private addresses may scrape.
+KB_METRICS_TOKEN = env_str("KB_METRICS_TOKEN")
 
 # --- Logging ------------------------------------------------------------------------------------
 KB_LOG_FORMAT = env_choice("KB_LOG_FORMAT", "json" if PRODUCTION else "console", {"json", "console"})
@@ -256,7 +303,10 @@ KB_LOG_LEVEL = env_choice("KB_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "
 _renderer = (
     structlog.processors.JSONRenderer(ensure_ascii=False)
     if KB_LOG_FORMAT == "json"
-    else structlog.dev.ConsoleRenderer(colors=False)
+    # Plain tracebacks: rich's (the default when rich is installed) render every local variable and
+    # take seconds each while holding the handler lock, so an outage that logs errors stalls all
+    # requests.
+    else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
 )
 LOGGING = {
     "version": 1,

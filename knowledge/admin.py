@@ -41,7 +41,11 @@ class FaqEntryForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if self.instance.pk:
-            current = FaqEntry.objects.filter(pk=self.instance.pk).values_list("version", flat=True).first()
+            # Row lock until the admin's request transaction ends (the change view runs in one): a
+            # concurrent save waits here, then sees the new version and gets this error, with its text
+            # still in the form. Without it both could pass this check and the loser's text be dropped.
+            current = (FaqEntry.objects.select_for_update().filter(pk=self.instance.pk)
+                       .values_list("version", flat=True).first())
             if cleaned.get("version") != current:
                 raise ValidationError(
                     "Someone else saved this entry while you were editing it (you loaded version "
@@ -111,15 +115,6 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         pass  # no relations are edited here; the service already wrote everything
-
-    def changeform_view(self, request: HttpRequest, object_id: str | None = None, form_url: str = "",
-                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except services.FaqEntryConflict as conflict:
-            # Lost the race between form validation and the locked write: nothing was saved.
-            messages.error(request, str(conflict))
-            return HttpResponseRedirect(request.path)
 
     def revision_view(self, request: HttpRequest, object_id: str, version_id: str,
                       extra_context: dict[str, Any] | None = None) -> HttpResponse:

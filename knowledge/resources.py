@@ -32,7 +32,7 @@ from knowledge.importing import (
     faq_entries_import_parsed,
     read_file,
 )
-from knowledge.importing.reading import read_table
+from knowledge.importing.reading import check_file_size, read_table
 from knowledge.models import FaqEntry, KnowledgeBase
 
 
@@ -219,6 +219,15 @@ class FaqImportForm(ImportForm):
     language = forms.ChoiceField(required=False, choices=[("", "—"), ("zh", "zh"), ("en", "en")],
                                  help_text="Filled in for rows that name no language.")
     field_order = ["resource", "kb", "import_file", "format", "language"]
+
+    def clean_import_file(self) -> Any:
+        # Refused here, before django-import-export copies the upload to its temporary storage.
+        upload = self.cleaned_data["import_file"]
+        try:
+            check_file_size(upload.size)
+        except ImportFileError as error:
+            raise ValidationError(str(error)) from None
+        return upload
 
 
 class FaqConfirmImportForm(ConfirmImportForm):

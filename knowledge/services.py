@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import reversion
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, F, OuterRef
 from reversion.models import Version
 
 from knowledge import text as kb_text
@@ -24,6 +26,9 @@ logger = logging.getLogger(__name__)
 EDITABLE_FIELDS = ("external_id", "question", "answer", "summary", "tags", "category", "language", "status")
 MAX_TAGS = 50
 MAX_TAG_CHARS = 64
+CATEGORY_CHARS = 200
+EXTERNAL_ID_CHARS = 200
+EXTERNAL_ID_CONSTRAINT = "faq_external_id_unique_per_kb"
 LANGUAGE_CODES = {"zh", "en"}
 
 
@@ -48,6 +53,19 @@ class FaqEntryConflict(Exception):
         self.current_version = current_version
 
 
+@contextmanager
+def _external_id_unique() -> Iterator[None]:
+    """A write that would give two entries of one knowledge base the same external id is refused
+    by the database's constraint (no check-then-write race); it reaches callers as a field error."""
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction stays usable
+            yield
+    except IntegrityError as error:
+        if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != EXTERNAL_ID_CONSTRAINT:
+            raise
+        raise ValidationError({"external_id": ["another entry of this knowledge base has this external id"]}) from error
+
+
 def _check_text(errors: dict[str, list[str]], field: str, value: str, *, limit: int, required: bool) -> str:
     if kb_text.strip_control_characters(value) != value:
         errors.setdefault(field, []).append("contains control characters")
@@ -66,7 +84,8 @@ def faq_entry_clean(*, data: dict[str, Any]) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
     cleaned: dict[str, Any] = {}
     limits = {"question": settings.KB_MAX_QUESTION_CHARS, "answer": settings.KB_MAX_ANSWER_CHARS,
-              "summary": settings.KB_MAX_SUMMARY_CHARS, "category": 200, "external_id": 200}
+              "summary": settings.KB_MAX_SUMMARY_CHARS, "category": CATEGORY_CHARS,
+              "external_id": EXTERNAL_ID_CHARS}
     for field, limit in limits.items():
         if field not in data:
             continue
@@ -153,16 +172,64 @@ def _faq_entry_reindex(entry: FaqEntry) -> None:
         )
     entry.content_hash = new_hash
     _knowledge_base_bump_generation(entry.kb_id)
-    transaction.on_commit(lambda: _enqueue_embedding([entry.pk]))
+    _embed_after_commit([entry.pk])
+
+
+# The entries written inside ``faq_embeddings_batched()`` (None outside it).
+_embedding_batch: ContextVar[list[int] | None] = ContextVar("embedding_batch", default=None)
+
+
+def _embed_after_commit(entry_ids: list[int]) -> None:
+    batch = _embedding_batch.get()
+    if batch is not None:
+        batch.extend(entry_ids)
+    else:
+        transaction.on_commit(lambda: _enqueue_embedding(entry_ids))
+
+
+@contextmanager
+def faq_embeddings_batched() -> Iterator[None]:
+    """Queue the embeddings of the entries written inside as tasks of KB_EMBED_BATCH entries, after
+    commit, rather than one task per entry: the worker embeds a batch in one model call and one
+    write. A block left by an exception queues nothing (its transaction rolls back). Nested uses
+    join the outermost one."""
+    if _embedding_batch.get() is not None:
+        yield
+        return
+    entry_ids: list[int] = []
+    token = _embedding_batch.set(entry_ids)
+    try:
+        yield
+    finally:
+        _embedding_batch.reset(token)
+    transaction.on_commit(lambda: _enqueue_embedding(entry_ids))
+
+
+def faq_entries_queue_missing_embeddings(*, kb: KnowledgeBase, entry_ids: Iterable[int]) -> int:
+    """Queue, after commit, the embedding of those of ``entry_ids`` that have no vector of their
+    current text (for ``kb``'s model). Returns how many were queued."""
+    wanted = set(entry_ids)
+    fresh = FaqEmbedding.objects.filter(entry=OuterRef("pk"), model=kb.embed_model,
+                                        content_hash=OuterRef("content_hash"))
+    # Usually few entries of a knowledge base lack a vector: look those up rather than send every id.
+    missing = [pk for pk in FaqEntry.objects.filter(kb=kb).filter(~Exists(fresh)).values_list("pk", flat=True)
+               if pk in wanted]
+    if missing:
+        _embed_after_commit(missing)
+    return len(missing)
 
 
 def _enqueue_embedding(entry_ids: list[int]) -> None:
     from knowledge.tasks import faq_entries_embed_task
 
-    try:
-        faq_entries_embed_task.apply_async(kwargs={"entry_ids": entry_ids}, queue=settings.KB_EMBED_QUEUE)
-    except Exception:  # the broker is down: the entry is saved; `kb_reembed --missing` catches up
-        logger.warning("could not queue embedding", extra={"entry_ids": entry_ids}, exc_info=True)
+    entry_ids = list(dict.fromkeys(entry_ids))
+    for start in range(0, len(entry_ids), settings.KB_EMBED_BATCH):
+        batch = entry_ids[start:start + settings.KB_EMBED_BATCH]
+        try:
+            faq_entries_embed_task.apply_async(kwargs={"entry_ids": batch}, queue=settings.KB_EMBED_QUEUE)
+        except Exception:  # the broker is down: the entries are saved; `kb_reembed --missing` catches up
+            logger.warning("could not queue embedding", extra={"entry_ids": entry_ids[start:]}, exc_info=True)
+            return
 
 
 @transaction.atomic
@@ -173,7 +240,8 @@ def faq_entry_create(
     cleaned = faq_entry_clean(data={"status": FaqStatus.PUBLISHED, **data})
     user = _user(created_by)
     with reversion.create_revision():
-        entry = FaqEntry.objects.create(kb=kb, created_by=user, updated_by=user, **cleaned)
+        with _external_id_unique():
+            entry = FaqEntry.objects.create(kb=kb, created_by=user, updated_by=user, **cleaned)
         reversion.set_user(user)
         reversion.set_comment(comment)
     _faq_entry_reindex(entry)
@@ -203,7 +271,8 @@ def faq_entry_update(
     entry.version += 1
     entry.updated_by = user
     with reversion.create_revision():
-        entry.save()
+        with _external_id_unique():
+            entry.save()
         reversion.set_user(user)
         reversion.set_comment(comment)
     _faq_entry_reindex(entry)

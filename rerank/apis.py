@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from kbservice.api.auth import requires_scope
+from kbservice.api.schema import errors
 from rerank.batching import RerankRequest
 from rerank.services import RerankOutcome, rerank_score
 
@@ -75,6 +76,11 @@ class BatchInput(CommonInput):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if len(attrs["queries"]) != len(attrs["documents"]):
             raise serializers.ValidationError({"documents": "Give exactly one list of documents per query."})
+        total = sum(len(documents) for documents in attrs["documents"])
+        if total > settings.KB_RERANK_MAX_BATCH_DOCUMENTS:
+            raise serializers.ValidationError({"documents": (
+                f"The batch has {total} documents in all; the limit is {settings.KB_RERANK_MAX_BATCH_DOCUMENTS} "
+                "(KB_RERANK_MAX_BATCH_DOCUMENTS). Split it into several calls.")})
         return attrs
 
 
@@ -114,7 +120,7 @@ def _run(requests: list[RerankRequest]) -> RerankOutcome:
 class RerankApi(APIView):
     permission_classes = [requires_scope("rerank")]
 
-    @extend_schema(request=RerankInput, responses={200: RerankOutput}, operation_id="rerank")
+    @extend_schema(request=RerankInput, responses={200: RerankOutput, **errors(503)}, operation_id="rerank")
     def post(self, request: Request) -> Response:
         data = RerankInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -134,7 +140,7 @@ class RerankApi(APIView):
 class RerankBatchApi(APIView):
     permission_classes = [requires_scope("rerank")]
 
-    @extend_schema(request=BatchInput, responses={200: BatchOutput}, operation_id="rerank_batch")
+    @extend_schema(request=BatchInput, responses={200: BatchOutput, **errors(503)}, operation_id="rerank_batch")
     def post(self, request: Request) -> Response:
         data = BatchInput(data=request.data)
         data.is_valid(raise_exception=True)

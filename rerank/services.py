@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +13,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from django.conf import settings
 
+from kbservice.metrics.recording import record_rerank
 from rerank.batching import RerankRequest
 from rerank.tasks import rerank_score_task
 
@@ -35,10 +37,18 @@ class RerankOutcome:
     total_tokens: int = 0
 
 
-def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = None) -> AsyncResult:
+# Clock skew between the caller's and the worker's hosts that an expiry tolerates.
+EXPIRY_MARGIN_SECONDS = 2.0
+
+
+def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = None,
+                  expires: float | None = None) -> AsyncResult:
+    """Queue a rerank task; a worker drops it unrun once ``expires`` seconds (default
+    KB_RERANK_EXPIRES) have passed."""
     payload = [{"query": r.query, "documents": r.documents, "instruction": r.instruction} for r in requests]
     return rerank_score_task.apply_async(
-        kwargs={"requests": payload}, queue=settings.KB_RERANK_QUEUE, expires=settings.KB_RERANK_EXPIRES, link=link,
+        kwargs={"requests": payload}, queue=settings.KB_RERANK_QUEUE, link=link,
+        expires=settings.KB_RERANK_EXPIRES if expires is None else expires,
     )
 
 
@@ -49,9 +59,23 @@ def rerank_score(
 
     The task is not revoked on timeout: with ``link`` its late result still reaches whoever
     asked for it (e.g. to update a stored answer)."""
+    started = time.perf_counter()
+    outcome = _rerank_round_trip(requests=requests, timeout=timeout, link=link)
+    record_rerank(outcome=outcome.status if outcome.status == "ok" else outcome.reason,
+                  seconds=time.perf_counter() - started)
+    return outcome
+
+
+def _rerank_round_trip(
+    *, requests: list[RerankRequest], timeout: float | None, link: Signature | None,
+) -> RerankOutcome:
     wait = settings.KB_RERANK_TIMEOUT if timeout is None else timeout
+    # Without a link nobody wants the result once we stop waiting. Expiring then lets a worker that
+    # comes back to a backlog (after a crash or a broker outage) drop it instead of scoring stale
+    # requests ahead of live ones.
+    expires = None if link is not None else wait + EXPIRY_MARGIN_SECONDS
     try:
-        result = rerank_submit(requests=requests, link=link)
+        result = rerank_submit(requests=requests, link=link, expires=expires)
     except Exception as exc:  # broker unreachable: degrade, never fail the question
         logger.warning("rerank not queued: %s", exc)
         return RerankOutcome(status="unavailable", reason="broker_unavailable")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 from django.conf import settings
@@ -47,6 +48,18 @@ class WorkerProcess:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"worker {self.name} not ready after {timeout}s: see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children at once, as an OOM kill or a lost host would:
+        no warm shutdown, nothing acknowledged or handed back."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker = psutil.Process(self.process.pid)
+            # Listed first, killed parent first: a prefork parent must not replace the children.
+            for process in [worker, *worker.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+        self.process.wait()
+        self._log.close()
 
     def stop(self) -> None:
         if self.process.poll() is None:

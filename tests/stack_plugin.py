@@ -32,6 +32,21 @@ def restart_test_redis() -> EmbeddedRedis:
     return new
 
 
+def suite_postgres() -> EmbeddedPostgres:
+    """The suite's Postgres, for tests that stop and restart it on purpose."""
+    return next(service for service in _started if isinstance(service, EmbeddedPostgres))
+
+
+def restart_test_postgres() -> EmbeddedPostgres:
+    """Start the suite's Postgres again on the same port and data folder (after a fast shutdown, if
+    it was still running). Clients must drop their broken connections themselves."""
+    old = suite_postgres()
+    old.stop()
+    new = EmbeddedPostgres.start(old.pgdata, port=old.port)
+    _started[_started.index(old)] = new
+    return new
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: Any, args: list[str]) -> Generator[None]:
     # xdist workers inherit the controller's environment, and with it its stack.

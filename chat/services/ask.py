@@ -15,6 +15,7 @@ from django.utils import timezone
 from chat import answer_cache
 from chat.highlight import highlight
 from chat.models import AskLog, Decision, Question, Ticket
+from kbservice.metrics.recording import record_ask
 from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.selectors import Candidate, SearchFilters, faq_recall
 from knowledge.text import strip_control_characters
@@ -176,6 +177,7 @@ def ask(*, kb: KnowledgeBase, params: AskParams, ticket: Ticket | None = None, c
     question = question_record(kb=kb, params=params, normalized=normalized, value=value, ticket=ticket,
                                customer=customer, channel=channel, cache=cached.status, timings=timings,
                                pending=pending)
+    record_ask(kb=kb.slug, decision=value["decision"], cache=cached.status, rerank=value["rerank"]["status"])
     if value["rerank"]["status"] == "degraded":
         transaction.on_commit(lambda: _enqueue_late_rerank(question.pk))
     return {"ticket": str(question.ticket.public_id), "question_id": question.pk, **value, "cache": cached.status,

@@ -47,9 +47,13 @@ class SecretKeyOrStaff(permissions.BasePermission):
 
 
 class Pagination(LimitOffsetPagination):
-    """The project's limit/offset pages, with a ceiling so one request cannot ask for every row."""
+    """The project's limit/offset pages, with a ceiling so one request cannot ask for every row.
+    An offset past any table's end is an empty page, even one past Postgres' bigint (not a 500)."""
 
     max_limit = 200
+
+    def get_offset(self, request: Request) -> int:
+        return min(super().get_offset(request), MAX_ID - self.max_limit)
 
 
 class KnowledgeApi(APIView):
@@ -60,9 +64,7 @@ class KnowledgeApi(APIView):
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, FaqEntryConflict):
-            body = error_body("conflict", str(exc), {"current_version": exc.current_version,
-                                                     "expected_version": exc.expected_version})
-            return Response(body, status=status.HTTP_409_CONFLICT)
+            return conflict_response(exc)
         if isinstance(exc, RequestDataTooBig):  # else Django answers with its HTML 400 page
             exc = RequestTooLarge()
         elif isinstance(exc, DjangoValidationError):
@@ -70,6 +72,13 @@ class KnowledgeApi(APIView):
         elif isinstance(exc, ObjectDoesNotExist):  # deleted between our lookup and the service's
             exc = exceptions.NotFound()
         return super().handle_exception(exc)
+
+
+def conflict_response(conflict: FaqEntryConflict, **details: Any) -> Response:
+    """409 ``conflict``: the versions involved, plus whatever the view adds for the client to merge with."""
+    body = error_body("conflict", str(conflict), {"current_version": conflict.current_version,
+                                                  "expected_version": conflict.expected_version, **details})
+    return Response(body, status=status.HTTP_409_CONFLICT)
 
 
 def validation_detail(error: DjangoValidationError) -> dict[str, list[str]]:
@@ -113,7 +122,14 @@ def paginated(*, request: Request, view: APIView, queryset: QuerySet[Any],
 
 
 class TextField(serializers.CharField):
-    """Text only: DRF's CharField turns 42 or true into "42" or "True", hiding a client's bug."""
+    """Text only: DRF's CharField turns 42 or true into "42" or "True", hiding a client's bug.
+
+    ``limit`` is the service's length limit: documented in the schema as maxLength, checked by the
+    service (on the stripped text, with its own message)."""
+
+    def __init__(self, *, limit: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limit = limit
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -149,6 +165,7 @@ class StrictInput(serializers.Serializer):
     ignored without a word, and the client would believe it had changed something."""
 
     read_only_fields: frozenset[str] = frozenset()
+    refuses_unknown_fields = True  # documented as additionalProperties: false (kbservice.api.schema)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         data = self.initial_data if isinstance(self.initial_data, Mapping) else {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, serializers, status
@@ -11,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from reversion.models import Version
 
+from kbservice.api.schema import errors
 from knowledge.apis.common import (
     MAX_ID,
     KnowledgeApi,
@@ -19,13 +21,18 @@ from knowledge.apis.common import (
     StrictIntegerField,
     TextField,
     actor,
+    conflict_response,
     knowledge_base_or_404,
     paginated,
 )
 from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.services import (
+    CATEGORY_CHARS,
     EDITABLE_FIELDS,
+    EXTERNAL_ID_CHARS,
     LANGUAGE_CODES,
+    MAX_TAG_CHARS,
+    FaqEntryConflict,
     faq_entries_set_status,
     faq_entry_create,
     faq_entry_rollback,
@@ -52,18 +59,19 @@ class FaqEntryFieldsInput(StrictInput):
 
     read_only_fields = frozenset(FaqEntryOutput.Meta.fields)
 
-    external_id = TextField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False)
-    question = TextField(required=False, allow_blank=True, trim_whitespace=False)
-    answer = TextField(required=False, allow_blank=True, trim_whitespace=False)
-    summary = TextField(required=False, allow_blank=True, trim_whitespace=False)
-    tags = serializers.ListField(child=TextField(trim_whitespace=False), required=False)
-    category = TextField(required=False, allow_blank=True, trim_whitespace=False)
+    external_id = TextField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False,
+                            limit=EXTERNAL_ID_CHARS)
+    question = TextField(required=False, trim_whitespace=False, limit=settings.KB_MAX_QUESTION_CHARS)
+    answer = TextField(required=False, allow_blank=True, trim_whitespace=False, limit=settings.KB_MAX_ANSWER_CHARS)
+    summary = TextField(required=False, allow_blank=True, trim_whitespace=False, limit=settings.KB_MAX_SUMMARY_CHARS)
+    tags = serializers.ListField(child=TextField(trim_whitespace=False, limit=MAX_TAG_CHARS), required=False)
+    category = TextField(required=False, allow_blank=True, trim_whitespace=False, limit=CATEGORY_CHARS)
     language = serializers.ChoiceField(choices=["", *sorted(LANGUAGE_CODES)], required=False)
     status = serializers.ChoiceField(choices=FaqStatus.choices, required=False)
 
 
 class FaqEntryCreateInput(FaqEntryFieldsInput):
-    question = TextField(allow_blank=True, trim_whitespace=False)
+    question = TextField(trim_whitespace=False, limit=settings.KB_MAX_QUESTION_CHARS)
 
 
 class FaqEntryUpdateInput(FaqEntryFieldsInput):
@@ -180,16 +188,22 @@ class FaqEntryDetailApi(KnowledgeApi):
         return Response(FaqEntryOutput(entry).data)
 
     @extend_schema(operation_id="kbs_entries_update", request=FaqEntryUpdateInput,
-                   responses={200: FaqEntryOutput}, tags=["knowledge"],
+                   responses={200: FaqEntryOutput, **errors(409)}, tags=["knowledge"],
                    description="Send the `version` you read. If someone saved the entry since, nothing is "
-                               "written and the answer is 409 `conflict` with `details.current_version`.")
+                               "written and the answer is 409 `conflict` with `details.current_version`, "
+                               "`details.current` (the entry as it now is) and `details.submitted` (your "
+                               "fields), to merge and send again with the current version.")
     def patch(self, request: Request, slug: str, entry_id: int) -> Response:
         entry = faq_entry_or_404(kb=knowledge_base_or_404(request, slug), entry_id=entry_id)
         data = FaqEntryUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         version = fields.pop("version")
-        faq_entry_update(entry_id=entry.pk, expected_version=version, data=fields, edited_by=actor(request))
+        try:
+            faq_entry_update(entry_id=entry.pk, expected_version=version, data=fields, edited_by=actor(request))
+        except FaqEntryConflict as conflict:
+            # The losing edit goes back with the entry as it now is: the client merges rather than retypes.
+            return conflict_response(conflict, current=_entry_body(entry.pk), submitted=fields)
         return Response(_entry_body(entry.pk))
 
     @extend_schema(operation_id="kbs_entries_archive", request=None, responses={200: FaqEntryOutput},
@@ -220,7 +234,7 @@ class FaqEntryRollbackApi(KnowledgeApi):
         data.is_valid(raise_exception=True)
         revision_id = data.validated_data["revision_id"]
         version = faq_entry_versions(entry=entry).filter(revision_id=revision_id).first()
-        if version is None:
-            raise serializers.ValidationError({"revision_id": [f"Entry {entry.pk} has no revision {revision_id}."]})
+        if version is None:  # another entry's (maybe another knowledge base's) revision reads as a missing one
+            raise exceptions.NotFound("No such revision of this entry.")
         faq_entry_rollback(entry_id=entry.pk, version_id=version.pk, edited_by=actor(request))
         return Response(_entry_body(entry.pk))

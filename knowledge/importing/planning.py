@@ -19,6 +19,8 @@ from knowledge.services import (
     EDITABLE_FIELDS,
     Actor,
     FaqEntryConflict,
+    faq_embeddings_batched,
+    faq_entries_queue_missing_embeddings,
     faq_entry_clean,
     faq_entry_create,
     faq_entry_update,
@@ -227,22 +229,30 @@ def apply_rows(
     *, kb: KnowledgeBase, planned: list[PlannedRow], label: str, user: Actor, comment: str,
     progress: Progress,
 ) -> None:
-    """Write creates and updates. Call inside a transaction: on ImportAborted it must roll back."""
+    """Write creates and updates. Call inside a transaction: on ImportAborted it must roll back.
+    Embeddings are queued after commit, in batches rather than one task per row, for the rows
+    written and for unchanged rows whose entry still has no vector of its text."""
     todo = [item for item in planned if item.report.action in (RowAction.CREATE, RowAction.UPDATE)]
-    for item in progress(todo, desc="Importing", total=len(todo)):
-        report = item.report
-        where = f"{label.capitalize()} {report.number}"
-        try:
-            if report.action == RowAction.CREATE:
-                report.entry_id = faq_entry_create(kb=kb, data=item.data, created_by=user, comment=comment).pk
-            else:
-                assert report.entry_id is not None
-                faq_entry_update(entry_id=report.entry_id, expected_version=item.expected_version, data=item.data,
-                                 edited_by=user, comment=comment)
-        except FaqEntryConflict as conflict:
-            raise ImportAborted(f"{where}: {conflict} Nothing was imported; run the import again.") from conflict
-        except IntegrityError as error:
-            raise ImportAborted(f"{where}: an entry with external_id {report.external_id!r} was saved by someone "
-                                "else during the import. Nothing was imported; run the import again.") from error
-        except ValidationError as invalid:
-            raise ImportAborted(f"{where}: {'; '.join(invalid.messages)}. Nothing was imported.") from invalid
+    with faq_embeddings_batched():
+        for item in progress(todo, desc="Importing", total=len(todo)):
+            report = item.report
+            where = f"{label.capitalize()} {report.number}"
+            try:
+                if report.action == RowAction.CREATE:
+                    report.entry_id = faq_entry_create(kb=kb, data=item.data, created_by=user, comment=comment).pk
+                else:
+                    assert report.entry_id is not None
+                    faq_entry_update(entry_id=report.entry_id, expected_version=item.expected_version, data=item.data,
+                                     edited_by=user, comment=comment)
+            except FaqEntryConflict as conflict:
+                raise ImportAborted(f"{where}: {conflict} Nothing was imported; run the import again.") from conflict
+            except IntegrityError as error:
+                raise ImportAborted(f"{where}: an entry with external_id {report.external_id!r} was saved by someone "
+                                    "else during the import. Nothing was imported; run the import again.") from error
+            except ValidationError as invalid:
+                raise ImportAborted(f"{where}: {'; '.join(invalid.messages)}. Nothing was imported.") from invalid
+        # An earlier run of this file may have committed without its embeddings ever being queued
+        # (killed right after commit, broker down); its rows are skips now, so queue what they lack.
+        faq_entries_queue_missing_embeddings(
+            kb=kb, entry_ids=[item.report.entry_id for item in planned
+                              if item.report.action == RowAction.SKIP and item.report.entry_id is not None])

@@ -55,13 +55,18 @@ class ParsedFile:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_file(*, content: bytes, filename: str = "", file_format: str = "auto") -> ParsedFile:
-    """Decode and parse ``content``; raises ImportFileError when the file cannot be used."""
-    if len(content) > settings.KB_IMPORT_MAX_BYTES:
+def check_file_size(size: int) -> None:
+    """Raises ImportFileError for a file over KB_IMPORT_MAX_BYTES; uploads are checked before they are read."""
+    if size > settings.KB_IMPORT_MAX_BYTES:
         raise ImportFileError(
-            f"The file is {len(content):,} bytes; the limit is {settings.KB_IMPORT_MAX_BYTES:,} "
+            f"The file is {size:,} bytes; the limit is {settings.KB_IMPORT_MAX_BYTES:,} "
             "(KB_IMPORT_MAX_BYTES). Split it into smaller files."
         )
+
+
+def read_file(*, content: bytes, filename: str = "", file_format: str = "auto") -> ParsedFile:
+    """Decode and parse ``content``; raises ImportFileError when the file cannot be used."""
+    check_file_size(len(content))
     file_format = detect_format(content=content, filename=filename) if file_format == "auto" else file_format
     if file_format not in FORMATS:
         raise ImportFileError(f"Unknown format {file_format!r}; use one of {', '.join(FORMATS)}.")
@@ -306,6 +311,8 @@ def _read_json(text: str) -> ParsedFile:
     except json.JSONDecodeError as error:
         raise ImportFileError(f"The file is not valid JSON: {error.msg} at line {error.lineno}, "
                               f"column {error.colno}.") from None
+    except RecursionError:  # json's parser recurses per level of [ or {
+        raise ImportFileError("The JSON is nested too deeply to hold FAQ entries.") from None
     if not isinstance(data, list):
         raise ImportFileError("The JSON file must hold an array of objects: [{\"question\": …}, …].")
     return _read_objects(enumerate(data, start=1), file_format="json", number_label="entry")
@@ -320,6 +327,8 @@ def _read_jsonl(text: str) -> ParsedFile:
                 yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 yield number, _Unreadable(f"is not valid JSON ({error.msg} at column {error.colno})")
+            except RecursionError:
+                yield number, _Unreadable("is JSON nested too deeply to be an entry")
 
     return _read_objects(objects(), file_format="jsonl", number_label="line")
 

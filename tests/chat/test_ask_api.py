@@ -14,6 +14,7 @@ from chat.models import AskLog, Question
 from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.services import faq_entry_create, faq_entry_update
 from tests.conftest import WorkerProcess
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.worker
 
@@ -113,3 +114,30 @@ def test_degraded_when_no_rerank_worker_answers(
     assert elapsed < 1.0 + 3.0
     # A degraded answer is never cached.
     assert _ask(api, "I forgot my password")["cache"] == "miss"
+
+
+def test_a_late_rerank_updates_the_degraded_answer_of_the_ticket(
+    api: httpx.Client, settings: Settings, cpu_worker: WorkerProcess, rerank_worker: WorkerProcess
+) -> None:
+    # The web process routes its reranks to a queue nobody consumes, so the ask degrades. The late
+    # rerank runs in the CPU worker, whose environment still names the live rerank queue: exactly a
+    # rerank that was late, then finished.
+    settings.KB_RERANK_TIMEOUT = 1.0
+    settings.KB_RERANK_QUEUE = "rerank-late-nobody"
+    body = _ask(api, "The app crashes when I open the camera")
+    assert (body["rerank"]["status"], body["decision"]) == ("degraded", "suggest")
+
+    def ticket_question() -> dict:
+        return api.get(f"/api/v1/tickets/{body['ticket']}").json()["questions"][0]
+
+    wait_until(lambda: ticket_question()["rerank"]["status"] == "ok", timeout=120)
+    updated = ticket_question()
+    assert updated["rerank"]["late"] is True
+    assert updated["answer"]["external_id"] == "camera-crash"
+    assert updated["answer"]["scores"]["rerank"] is not None
+    assert updated["decision"] in {"answer", "suggest", "handoff"}
+    stored = Question.objects.get(pk=body["question_id"])
+    assert stored.rerank_status == "ok" and stored.decision == updated["decision"]
+    # The late rerank rewrites the stored answer; it is not a second question or ask.
+    assert Question.objects.filter(ticket__public_id=body["ticket"]).count() == 1
+    assert AskLog.objects.filter(question=stored).count() == 1

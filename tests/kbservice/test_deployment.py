@@ -1,11 +1,15 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
 import pytest
 
 from kbservice.embedded import BASE_DIR
+from tests.helpers import wait_until
 
 PRODUCTION_ENV = {
     "KB_ENV": "production",
@@ -23,6 +27,34 @@ def test_check_deploy_is_clean_with_production_settings() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_production_behind_a_tls_proxy_sends_hsts_and_sends_plain_http_to_https(tmp_path: Path) -> None:
+    """gunicorn with production settings, as behind the TLS-terminating proxy that sets X-Forwarded-Proto."""
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "kbservice.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"],
+            cwd=BASE_DIR, env={**env, **PRODUCTION_ENV, "KB_STATIC_ROOT": str(tmp_path)},
+            stdout=output, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: b"Booting worker" in log.read_bytes() or server.poll() is not None, timeout=60)
+        listening = re.search(rb"Listening at: (http://127\.0\.0\.1:\d+)", log.read_bytes())
+        assert listening, log.read_text()
+        url = f"{listening[1].decode()}/healthz"
+        behind_tls = httpx.get(url, headers={"Host": "kb.example.com", "X-Forwarded-Proto": "https"}, timeout=30)
+        plain = httpx.get(url, headers={"Host": "kb.example.com"}, timeout=30)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert behind_tls.status_code == 200, behind_tls.text
+    assert behind_tls.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    assert behind_tls.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in behind_tls.headers["Content-Security-Policy"]
+    assert plain.status_code == 301 and plain.headers["Location"] == "https://kb.example.com/healthz"
+    assert "Strict-Transport-Security" not in plain.headers
 
 
 def test_production_refuses_to_start_without_a_secret_key() -> None:

@@ -128,7 +128,10 @@ def test_stale_version_is_409_and_leaves_the_entry_unchanged(manager: Client, kb
     assert response.status_code == 409
     error = error_of(response)
     assert error["code"] == "conflict"
-    assert error["details"] == {"current_version": 2, "expected_version": 1}
+    details = error["details"]
+    assert (details["current_version"], details["expected_version"]) == (2, 1)
+    assert (details["current"]["answer"], details["current"]["version"]) == ("Their edit.", 2)
+    assert details["submitted"] == {"answer": "My edit."}  # handed back to merge, not lost
     assert _snapshot(entry) == before
     assert before[1] == "Their edit."
 
@@ -180,10 +183,12 @@ def test_rollback_to_a_revision_of_another_entry_is_refused(manager: Client, kb:
     other = faq_entry_create(kb=kb, data={"question": "Theirs?"})
     other_revision = Version.objects.get_for_object(other).get().revision_id
     before = _snapshot(entry)
-    for body in ({"revision_id": other_revision}, {"revision_id": "1"}, {}, ["revision_id"]):
+    for body in ({"revision_id": "1"}, {}, ["revision_id"]):
         response = call(manager, "POST", f"{URL}/{entry.pk}/rollback", body)
         assert response.status_code == 400, body
         assert error_of(response)["code"] == "invalid"
+    response = call(manager, "POST", f"{URL}/{entry.pk}/rollback", {"revision_id": other_revision})
+    assert response.status_code == 404 and error_of(response)["code"] == "not_found"
     assert _snapshot(entry) == before
 
 

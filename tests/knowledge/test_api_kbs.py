@@ -142,6 +142,6 @@ def test_schema_documents_the_knowledge_api(client: Client) -> None:
                  "/api/v1/kbs/{slug}/entries/{entry_id}/rollback"):
         assert path in paths, path
     assert paths["/api/v1/kbs/{slug}/entries/{entry_id}"]["patch"]["operationId"] == "kbs_entries_update"
-    assert "version" in schema["components"]["schemas"]["PatchedFaqEntryUpdateInput"]["properties"]
+    assert "version" in schema["components"]["schemas"]["FaqEntryUpdateInput"]["required"]
     filters = {p["name"] for p in paths["/api/v1/kbs/{slug}/entries"]["get"]["parameters"]}
     assert {"status", "language", "category", "tag", "q", "ordering", "limit", "offset"} <= filters

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from chat.services import demo_access
 from kbservice.embedded import BASE_DIR
@@ -59,12 +59,20 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 
 @pytest.fixture
 def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
-    """Pages in fresh contexts (own cookies), 1280×800, in the given browser language."""
+    """Pages in fresh contexts (own cookies), 1280×800, in the given browser language. A test fails
+    if the browser refused anything under the Content-Security-Policy: a blocked script or style is
+    a broken page, even where the test's own steps did not notice."""
     contexts: list[BrowserContext] = []
+    violations: list[str] = []
+
+    def record(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            violations.append(f"{message.page.url if message.page else ''}: {message.text}")
 
     def make(*, locale: str = "en-US", user: User | None = None, base_url: str = "") -> Page:
         context = browser.new_context(viewport=VIEWPORT, locale=locale, accept_downloads=True)  # type: ignore[arg-type]
         context.set_default_timeout(20_000)
+        context.on("console", record)
         contexts.append(context)
         if user is not None:
             sign_in(context, user, base_url)
@@ -73,6 +81,7 @@ def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     yield make
     for context in contexts:
         context.close()
+    assert violations == [], "\n".join(violations)
 
 
 def sign_in(context: BrowserContext, user: User, base_url: str) -> None:

@@ -112,6 +112,8 @@
   var host = el("div", { id: "kb-chat-widget" });
   var root = host.attachShadow({ mode: "open" });
   var style = el("style");
+  // A host page whose CSP allows styles by nonce lets ours in when our script tag carries one.
+  if (script.nonce) style.nonce = script.nonce;
   style.textContent = CSS;
   var wrap = el("div", { class: "wrap", lang: lang === "zh" ? "zh-CN" : "en" });
   var launcher = el("button", { class: "launcher", type: "button", "aria-expanded": "false", "aria-controls": "kbw-panel" },
