@@ -59,7 +59,7 @@ def test_a_worker_killed_mid_task_loses_nothing(
     settings.KB_RERANK_QUEUE = "rerank-redeliver"
     settings.KB_RERANK_EXPIRES = 900  # on a loaded machine the successor may take a while to start
     # The visibility timeout must outlast the task, or a live worker's task would be handed out again.
-    env = {"KB_RERANK_QUEUE": "rerank-redeliver", "KB_BROKER_VISIBILITY_TIMEOUT": "15"}
+    env = {"KB_RERANK_QUEUE": "rerank-redeliver", "KB_BROKER_VISIBILITY_TIMEOUT": "40"}
     doomed = start_rerank_worker(start_worker, **env)
     # Enough distinct long documents that scoring takes a few seconds on the lite engine.
     documents = [f"文档 {n}：" + "订单发货后请在物流页面查看轨迹，如有异常请联系客服处理。" * 8 + f" item {n}"
@@ -71,9 +71,9 @@ def test_a_worker_killed_mid_task_loses_nothing(
     doomed.process.wait()
     assert not result.ready()
 
-    time.sleep(15.5)  # past the visibility timeout: the unacknowledged task may go to another worker
+    time.sleep(40.5)  # past the visibility timeout: the unacknowledged task may go to another worker
     successor = start_rerank_worker(start_worker, **env)
-    value = result.get(timeout=120)
+    value = result.get(timeout=180)
     assert len(value["scores"][0]) == 150
     # Celery logs "succeeded" just after storing the result we already read.
     wait_until(lambda: b"succeeded" in successor.log_path.read_bytes(), timeout=10)
