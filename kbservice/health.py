@@ -1,4 +1,8 @@
-"""Liveness and readiness: /healthz says the process is up, /readyz that it can serve."""
+"""Liveness and readiness: /healthz says the process is up, /readyz that it can serve.
+
+Orchestrator probes and the Prometheus scraper call web directly, by container address or
+``localhost`` over plain HTTP: they are exempt from the HTTPS redirect (SECURE_REDIRECT_EXEMPT), and
+``internal_endpoints_middleware`` serves them ahead of the host check every other path keeps."""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 
 from kbservice.celery import app as celery_app
+from kbservice.metrics.views import metrics
 from rerank.heartbeat import rerank_workers_alive
 
 
@@ -68,3 +73,22 @@ def readyz(request: HttpRequest) -> JsonResponse:
         results[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": results},
                         status=200 if ready else 503)
+
+
+INTERNAL_ENDPOINTS: dict[str, Callable[[HttpRequest], HttpResponse]] = {
+    "/healthz": healthz,
+    "/readyz": readyz,
+    "/metrics": metrics,  # guards itself: KB_METRICS_TOKEN or a private address
+}
+
+
+def internal_endpoints_middleware(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[..., HttpResponse]:
+    def middleware(request: HttpRequest) -> HttpResponse:
+        view = INTERNAL_ENDPOINTS.get(request.path_info)
+        if view is None:
+            return get_response(request)
+        response = view(request)
+        response["X-Frame-Options"] = "DENY"  # SecurityMiddleware, outside, adds the other headers
+        return response
+
+    return middleware

@@ -74,6 +74,8 @@ MIDDLEWARE = [
     # Outermost: counts every response as the client receives it (kbservice.metrics).
     "kbservice.metrics.recording.request_counting_middleware",
     "django.middleware.security.SecurityMiddleware",
+    # /healthz, /readyz, /metrics: answered before CommonMiddleware's host check (kbservice.health).
+    "kbservice.health.internal_endpoints_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -158,8 +160,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = KB_MAX_BODY_BYTES
 
 # Security: strict in production, relaxed only where the embedded set-up serves plain HTTP on loopback.
 SECURE_SSL_REDIRECT = env_bool("KB_SECURE_SSL_REDIRECT", PRODUCTION)
-# Prometheus scrapes web directly over the private network, not through the TLS proxy.
-SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
+# Probes and the scraper call web directly over plain HTTP, not through the TLS proxy (kbservice.health).
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PRODUCTION else None
 SESSION_COOKIE_SECURE = PRODUCTION
 CSRF_COOKIE_SECURE = PRODUCTION
@@ -272,6 +274,8 @@ KB_RERANK_BACKEND = env_choice("KB_RERANK_BACKEND", "lite", {"lite", "transforme
 KB_RERANK_MODEL = env_str("KB_RERANK_MODEL", "Qwen/Qwen3-Reranker-0.6B")
 KB_RERANK_URL = env_str("KB_RERANK_URL")
 KB_RERANK_TIMEOUT = env_float("KB_RERANK_TIMEOUT", 5.0, minimum=0.1)
+# /v1/rerank, /v1/rerank/batch and the workbench want the scores, not a quick degraded answer.
+KB_RERANK_API_TIMEOUT = env_float("KB_RERANK_API_TIMEOUT", 30.0, minimum=0.1)
 KB_RERANK_MAX_TOKENS = env_int("KB_RERANK_MAX_TOKENS", 8192, minimum=64)
 KB_RERANK_WORKER_HEARTBEAT = env_int("KB_RERANK_WORKER_HEARTBEAT", 10, minimum=1)
 # Execution slots of the rerank worker's thread pool: concurrent requests the micro-batcher can merge.
@@ -287,6 +291,11 @@ KB_RERANK_MAX_DOCUMENT_CHARS = env_int("KB_RERANK_MAX_DOCUMENT_CHARS", 20000, mi
 KB_RERANK_MAX_QUERIES = env_int("KB_RERANK_MAX_QUERIES", 32, minimum=1)
 # All documents of one /v1/rerank/batch call together: a batch is never more work than one big request.
 KB_RERANK_MAX_BATCH_DOCUMENTS = env_int("KB_RERANK_MAX_BATCH_DOCUMENTS", KB_RERANK_MAX_DOCUMENTS, minimum=1)
+# Characters one call may ask the engine to read (a query counts once per document it is paired
+# with), sized so the largest call is scored within KB_RERANK_API_TIMEOUT: the lite engine reads
+# ~2,000 characters/s of text and ~500/s of arbitrary Unicode on 2 CPU cores; Qwen3 on a GPU far more.
+KB_RERANK_MAX_REQUEST_CHARS = env_int("KB_RERANK_MAX_REQUEST_CHARS",
+                                      6_000 if KB_RERANK_BACKEND == "lite" else 300_000, minimum=100)
 
 # --- Answers ------------------------------------------------------------------------------------
 KB_ANSWER_CACHE_TTL = env_int("KB_ANSWER_CACHE_TTL", 3600, minimum=1)

@@ -4,15 +4,10 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from chat.views import widget as chat_widget
-from kbservice import health
-from kbservice.metrics import views as metrics_views
 from rerank import urls as rerank_urls
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="demo", permanent=False)),
-    path("healthz", health.healthz, name="healthz"),
-    path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("console/", include("chat.views.urls")),
     path("demo/", chat_widget.demo, name="demo"),

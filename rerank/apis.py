@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from kbservice.api.auth import requires_scope
 from kbservice.api.schema import errors
 from rerank.batching import RerankRequest
-from rerank.services import RerankOutcome, rerank_score
+from rerank.services import RerankOutcome, rerank_score, size_problem
 
 
 class RerankUnavailable(exceptions.APIException):
@@ -61,9 +61,19 @@ class CommonInput(serializers.Serializer):
                                         help_text="Qwen3-Reranker instruction (default: customer-service).")
 
 
+def _refuse_oversized(requests: list[RerankRequest]) -> None:
+    problem = size_problem(requests)
+    if problem is not None:
+        raise serializers.ValidationError({"documents": problem})
+
+
 class RerankInput(CommonInput):
     query = serializers.CharField(max_length=settings.KB_RERANK_MAX_DOCUMENT_CHARS)
     documents = _documents_field()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        _refuse_oversized([RerankRequest(query=attrs["query"], documents=attrs["documents"])])
+        return attrs
 
 
 class BatchInput(CommonInput):
@@ -81,6 +91,8 @@ class BatchInput(CommonInput):
             raise serializers.ValidationError({"documents": (
                 f"The batch has {total} documents in all; the limit is {settings.KB_RERANK_MAX_BATCH_DOCUMENTS} "
                 "(KB_RERANK_MAX_BATCH_DOCUMENTS). Split it into several calls.")})
+        _refuse_oversized([RerankRequest(query=query, documents=documents)
+                           for query, documents in zip(attrs["queries"], attrs["documents"], strict=True)])
         return attrs
 
 
@@ -111,7 +123,7 @@ def _ranked(documents: list[str], scores: list[float], *, top_n: int | None, wit
 
 
 def _run(requests: list[RerankRequest]) -> RerankOutcome:
-    outcome = rerank_score(requests=requests)
+    outcome = rerank_score(requests=requests, timeout=settings.KB_RERANK_API_TIMEOUT)
     if outcome.status != "ok":
         raise RerankUnavailable()
     return outcome

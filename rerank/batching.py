@@ -29,6 +29,11 @@ class RerankRequest:
     documents: list[str]
     instruction: str | None = None
 
+    @property
+    def characters(self) -> int:
+        """What the engine reads: the query once per document it is paired with, and every document."""
+        return len(self.query) * len(self.documents) + sum(map(len, self.documents))
+
 
 @dataclass(frozen=True)
 class Scored:

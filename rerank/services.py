@@ -41,6 +41,16 @@ class RerankOutcome:
 EXPIRY_MARGIN_SECONDS = 2.0
 
 
+def size_problem(requests: list[RerankRequest]) -> str | None:
+    """Why one call with these requests is too much work to score in time, or None."""
+    total = sum(request.characters for request in requests)
+    if total <= settings.KB_RERANK_MAX_REQUEST_CHARS:
+        return None
+    return (f"This asks to score {total:,} characters (each query counted once per document); the limit is "
+            f"{settings.KB_RERANK_MAX_REQUEST_CHARS:,} (KB_RERANK_MAX_REQUEST_CHARS, sized to the "
+            f"{settings.KB_RERANK_BACKEND} engine). Split it into several calls.")
+
+
 def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = None,
                   expires: float | None = None) -> AsyncResult:
     """Queue a rerank task; a worker drops it unrun once ``expires`` seconds (default

@@ -163,9 +163,11 @@ def _cache_key(kb: KnowledgeBase, params: AskParams, normalized: str) -> str:
 
 def ask(*, kb: KnowledgeBase, params: AskParams, ticket: Ticket | None = None, customer: str = "",
         channel: str = "api", pending: Question | None = None) -> dict[str, Any]:
-    """Answer a question (cached, single-flight), record it on a ticket and in the ask log."""
+    """Answer a question (cached, single-flight), record it on a ticket and in the ask log.
+
+    ``kb`` must be freshly loaded (every caller reads it for this ask): its content generation is
+    part of the cache key."""
     started = time.perf_counter()
-    kb.refresh_from_db(fields=["content_generation"])
     normalized = answer_cache.normalize_question(params.question)
     cached = answer_cache.get_or_compute(
         _cache_key(kb, params, normalized), lambda: _compute(kb, params),

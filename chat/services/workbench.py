@@ -19,7 +19,7 @@ from chat.services.tickets import ticket_resolve
 from knowledge.embedding import default_model_name
 from knowledge.models import KnowledgeBase
 from rerank.batching import RerankRequest
-from rerank.services import rerank_score
+from rerank.services import rerank_score, size_problem
 
 SPLITS = {
     "auto": "Detect",
@@ -126,7 +126,8 @@ def _run_kb(*, kb: KnowledgeBase, query: str, instruction: str) -> dict[str, Any
 def _run_documents(*, query: str, documents: list[str], instruction: str, split: str) -> dict[str, Any]:
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    outcome = rerank_score(requests=[RerankRequest(query=query, documents=documents, instruction=instruction or None)])
+    outcome = rerank_score(requests=[RerankRequest(query=query, documents=documents, instruction=instruction or None)],
+                           timeout=settings.KB_RERANK_API_TIMEOUT)
     timings["rerank"] = _ms(started)
     if outcome.status != "ok":
         return {"status": "unavailable", "engine": outcome.engine, "model": outcome.model, "total_ms": _ms(started),
@@ -179,6 +180,8 @@ def workbench_run(*, mode: str, query: str, instruction: str = "", kb: Knowledge
         if longest > settings.KB_RERANK_MAX_DOCUMENT_CHARS:
             errors.setdefault("documents", []).append(
                 f"a document has {longest} characters; the limit is {settings.KB_RERANK_MAX_DOCUMENT_CHARS}")
+        if (problem := size_problem([RerankRequest(query=query, documents=documents)])) is not None:
+            errors.setdefault("documents", []).append(problem)
     else:
         errors["mode"] = [f"must be one of {', '.join(WorkbenchRun.Mode.values)}"]
     if errors:

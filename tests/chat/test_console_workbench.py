@@ -131,7 +131,7 @@ def test_kb_mode_uses_the_ask_path_and_stays_out_of_inbox_and_analytics(
 def test_unavailable_worker_is_reported_not_raised(
     agent_client: Client, transactional_db: None, settings: Settings, start_worker: object
 ) -> None:
-    settings.KB_RERANK_TIMEOUT = 1.0
+    settings.KB_RERANK_API_TIMEOUT = 1.0
     settings.KB_RERANK_QUEUE = "rerank-nobody"
     run = _run(agent_client, mode="documents", query="anything", documents="a\nb", split="lines", instruction="")
     assert (run.status, run.result["rows"]) == ("unavailable", [])
@@ -149,3 +149,18 @@ def test_invalid_input_shows_the_form_again(agent_client: Client) -> None:
     assert WorkbenchRun.objects.count() == 0
     kb_mode = agent_client.post("/console/workbench/", {"mode": "kb", "kb": "nope", "query": "hi"})
     assert kb_mode.status_code == 400 and "choose a knowledge base" in kb_mode.content.decode()
+
+
+def test_documents_over_the_character_budget_are_refused_with_the_text_kept(
+    agent_client: Client, settings: Settings,
+) -> None:
+    settings.KB_RERANK_MAX_REQUEST_CHARS = 50
+    pasted = "the first pasted document\nthe second pasted document"
+    response = agent_client.post("/console/workbench/", {"mode": "documents", "query": "pasted", "documents": pasted,
+                                                         "split": "lines"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    # 6 * 2 + 25 + 26 = 63 characters to score.
+    assert "asks to score 63 characters" in page and "KB_RERANK_MAX_REQUEST_CHARS" in page
+    assert "the second pasted document" in page
+    assert WorkbenchRun.objects.count() == 0

@@ -30,7 +30,8 @@ def test_check_deploy_is_clean_with_production_settings() -> None:
 
 
 def test_production_behind_a_tls_proxy_sends_hsts_and_sends_plain_http_to_https(tmp_path: Path) -> None:
-    """gunicorn with production settings, as behind the TLS-terminating proxy that sets X-Forwarded-Proto."""
+    """gunicorn with production settings, as behind the TLS-terminating proxy that sets X-Forwarded-Proto;
+    probes and the scraper reach it directly (compose: curl http://localhost:8000/healthz)."""
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as output:
@@ -43,9 +44,13 @@ def test_production_behind_a_tls_proxy_sends_hsts_and_sends_plain_http_to_https(
         wait_until(lambda: b"Booting worker" in log.read_bytes() or server.poll() is not None, timeout=60)
         listening = re.search(rb"Listening at: (http://127\.0\.0\.1:\d+)", log.read_bytes())
         assert listening, log.read_text()
-        url = f"{listening[1].decode()}/healthz"
-        behind_tls = httpx.get(url, headers={"Host": "kb.example.com", "X-Forwarded-Proto": "https"}, timeout=30)
-        plain = httpx.get(url, headers={"Host": "kb.example.com"}, timeout=30)
+        base = listening[1].decode()
+        page = f"{base}/admin/login/"
+        behind_tls = httpx.get(page, headers={"Host": "kb.example.com", "X-Forwarded-Proto": "https"}, timeout=30)
+        plain = httpx.get(page, headers={"Host": "kb.example.com"}, timeout=30)
+        unknown_host = httpx.get(page, headers={"Host": "localhost:8000", "X-Forwarded-Proto": "https"}, timeout=30)
+        probes = {path: httpx.get(f"{base}{path}", headers={"Host": "localhost:8000"}, timeout=30)
+                  for path in ("/healthz", "/readyz", "/metrics")}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -53,8 +58,15 @@ def test_production_behind_a_tls_proxy_sends_hsts_and_sends_plain_http_to_https(
     assert behind_tls.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
     assert behind_tls.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in behind_tls.headers["Content-Security-Policy"]
-    assert plain.status_code == 301 and plain.headers["Location"] == "https://kb.example.com/healthz"
+    assert plain.status_code == 301 and plain.headers["Location"] == "https://kb.example.com/admin/login/"
     assert "Strict-Transport-Security" not in plain.headers
+    assert unknown_host.status_code == 400
+    # Plain HTTP, a host that is not the public one: answered, not redirected, not refused.
+    assert probes["/healthz"].status_code == 200 and probes["/healthz"].json() == {"status": "ok"}
+    assert probes["/readyz"].status_code in (200, 503) and set(probes["/readyz"].json()["checks"]) == {
+        "database", "redis", "broker", "rerank_worker"}
+    assert probes["/metrics"].status_code == 200 and "kbservice_redis_up" in probes["/metrics"].text
+    assert all(response.headers["X-Frame-Options"] == "DENY" for response in probes.values())
 
 
 def test_production_refuses_to_start_without_a_secret_key() -> None:

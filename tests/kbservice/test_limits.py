@@ -29,7 +29,7 @@ IDLE_QUEUE = "rerank-limits-idle"
 def idle_rerank_queue(settings: Any, redis_client: redis.Redis) -> Iterator[Callable[[], int]]:
     """Rerank tasks go to a queue no worker reads; the fixture returns how many are waiting there."""
     settings.KB_RERANK_QUEUE = IDLE_QUEUE
-    settings.KB_RERANK_TIMEOUT = 0.3
+    settings.KB_RERANK_TIMEOUT = settings.KB_RERANK_API_TIMEOUT = 0.3
     redis_client.delete(IDLE_QUEUE)
     yield lambda: int(redis_client.llen(IDLE_QUEUE))
     redis_client.delete(IDLE_QUEUE)
@@ -51,9 +51,20 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 def test_an_accepted_rerank_does_reach_the_idle_queue(api: httpx.Client, idle_rerank_queue: Callable[[], int]) -> None:
     """The control for the tests below: a request inside the limits is published (and, with no
-    worker on that queue, answered 503 once KB_RERANK_TIMEOUT passes)."""
+    worker on that queue, answered 503 once KB_RERANK_API_TIMEOUT passes)."""
     response = api.post("/v1/rerank", json={"query": "q", "documents": ["d"]})
     assert response.status_code == 503 and error_of(response)["code"] == "rerank_unavailable"
+    assert idle_rerank_queue() == 1
+
+
+def test_a_call_of_exactly_the_character_budget_is_accepted(
+    api: httpx.Client, idle_rerank_queue: Callable[[], int], settings: Any,
+) -> None:
+    settings.KB_RERANK_MAX_REQUEST_CHARS = 100
+    response = api.post("/v1/rerank/batch", json={"queries": ["q" * 10, "q" * 10],
+                                                   "documents": [["d" * 30, "d" * 20], ["d" * 20]]})
+    # (10 * 2 + 30 + 20) + (10 + 20) = 100: published, then 503 from the idle queue.
+    assert response.status_code == 503, response.text
     assert idle_rerank_queue() == 1
 
 
@@ -66,14 +77,21 @@ def test_an_accepted_rerank_does_reach_the_idle_queue(api: httpx.Client, idle_re
         ("/v1/rerank/batch", {"queries": ["q"], "documents": [["d"] * 1001]}, "no more than 1000"),
         ("/v1/rerank/batch", {"queries": ["q1", "q2"], "documents": [["d"] * 3, ["d"] * 3]},
          "6 documents in all; the limit is 5 (KB_RERANK_MAX_BATCH_DOCUMENTS)"),
+        # The query is read once per document: 10 * 2 + 2 * 41 = 102.
+        ("/v1/rerank", {"query": "q" * 10, "documents": ["d" * 41] * 2},
+         "asks to score 102 characters (each query counted once per document); the limit is 100"),
+        ("/v1/rerank/batch", {"queries": ["q" * 10, "問" * 10], "documents": [["d" * 45], ["文" * 46]]},
+         "asks to score 111 characters (each query counted once per document); the limit is 100"),
     ],
-    ids=["documents", "document-chars", "batch-queries", "batch-documents-per-query", "batch-documents-in-all"],
+    ids=["documents", "document-chars", "batch-queries", "batch-documents-per-query", "batch-documents-in-all",
+         "characters", "batch-characters"],
 )
 def test_oversized_rerank_requests_never_reach_the_worker_queue(
     api: httpx.Client, idle_rerank_queue: Callable[[], int], settings: Any, path: str, payload: dict[str, Any],
     message: str,
 ) -> None:
     settings.KB_RERANK_MAX_BATCH_DOCUMENTS = 5
+    settings.KB_RERANK_MAX_REQUEST_CHARS = 100
     response = api.post(path, json=payload)
     assert response.status_code == 400, response.text
     error = error_of(response)

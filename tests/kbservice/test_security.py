@@ -170,10 +170,16 @@ def test_swagger_ui_comes_from_the_sidecar_and_its_start_up_script_is_a_file(adm
 
 
 def test_json_and_the_widget_script_are_not_frameable_and_not_sniffed(admin_http: httpx.Client) -> None:
-    for path in ("/healthz", "/api/v1/kbs", "/widget.js"):
+    for path in ("/api/v1/kbs", "/widget.js"):
         response = admin_http.get(path)
         assert response.status_code == 200, path
         assert_common_headers(response)
+    # The probes answer ahead of most middleware (kbservice.health); JSON and text, never framed.
+    for path in ("/healthz", "/metrics"):
+        response = admin_http.get(path)
+        assert response.status_code == 200, path
+        assert (response.headers["X-Frame-Options"], response.headers["X-Content-Type-Options"],
+                response.headers["Referrer-Policy"]) == ("DENY", "nosniff", "same-origin"), path
     widget = admin_http.get("/widget.js")
     assert widget.headers["Content-Type"].startswith("text/javascript")
     # Shadow DOM on the host page, no frame of ours: nothing needs a frame-ancestors exemption.
