@@ -10,7 +10,7 @@ COPY kbservice kbservice
 COPY knowledge knowledge
 COPY chat chat
 COPY rerank rerank
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 # The project's pinned dependencies, without torch and vLLM: each target brings the build it needs.
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
 print('\n'.join(d for d in deps if not d.startswith(('torch', 'vllm'))))" > /tmp/requirements.txt
@@ -25,7 +25,8 @@ RUN KB_ENV=production KB_SECRET_KEY=build-only KB_ALLOWED_HOSTS=localhost \
     python manage.py collectstatic --no-input -v 0
 USER kb
 EXPOSE 8000
-CMD ["gunicorn", "kbservice.wsgi", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "8", "--timeout", "60"]
+ENV KB_WEB_WORKERS=4
+CMD ["gunicorn", "kbservice.wsgi", "--bind", "0.0.0.0:8000"]
 
 FROM base AS rerank
 # vLLM with its own CUDA build of torch; runs on a GPU host.

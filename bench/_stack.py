@@ -31,6 +31,8 @@ if str(ROOT) not in sys.path:
 from kbservice.embedded import VAR_DIR, EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_http_ok  # noqa: E402
 
 BENCH_DIR = VAR_DIR / "bench"
+DEMO_FILE = ROOT / "knowledge" / "data" / "demo_faq.jsonl"
+READY_TIMEOUT = 300.0
 PYTHON = sys.executable
 # What `make up` runs: KB_ENV's default. Only "production" changes behaviour (security settings).
 BENCH_KB_ENV = "embedded"
@@ -168,6 +170,27 @@ def bench_stack(label: str, *, extra_env: dict[str, str] | None = None, keep: bo
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, previous)
+
+
+def start_product(stack: BenchStack) -> str:
+    """What scripts/up.py does after migrate, on a free port; returns the base URL."""
+    seconds = stack.manage("kb_load_demo", "--file", str(DEMO_FILE))
+    log(f"kb_load_demo --file {DEMO_FILE.relative_to(ROOT)}: {seconds:.1f}s")
+    port = stack.free_port()
+    stack.spawn("web", [PYTHON, "-m", "gunicorn", "kbservice.wsgi", "--bind", f"127.0.0.1:{port}",
+                        "--access-logfile", "-"])
+    stack.spawn("worker", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", "default",
+                           "-c", "2", "-n", f"cpu-{port}@%h", "-l", "INFO"])
+    stack.spawn("rerank", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", "rerank",
+                           "-P", "threads", "-c", "16", "--prefetch-multiplier", "1",
+                           "-n", f"rerank-{port}@%h", "-l", "INFO"])
+    base = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    stack.wait_http_ok(f"{base}/readyz", timeout=READY_TIMEOUT)
+    log(f"gunicorn + CPU worker + rerank worker ready in {time.perf_counter() - started:.1f}s")
+    seconds = stack.manage("kb_rerank_warmup", "--kb", "demo")
+    log(f"kb_rerank_warmup --kb demo: {seconds:.1f}s")
+    return base
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -25,90 +25,18 @@ import logging
 import random
 import statistics
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from _stack import PYTHON, ROOT, BenchStack, bench_stack, log, percentile
+from _stack import bench_stack, log, percentile, start_product
+from _traffic import Question, questions, run_concurrently
 from tqdm import tqdm
 
-DEMO_FILE = ROOT / "knowledge" / "data" / "demo_faq.jsonl"
-READY_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 60.0
-
-# Paraphrases of demo entries (external_id -> how a customer might put it).
-PARAPHRASES: dict[str, list[str]] = {
-    "demo-zh-001": ["扫码付款的时候显示交易异常，让我稍后再试，咋办"],
-    "demo-zh-002": ["付钱的时候一直说支付渠道繁忙"],
-    "demo-zh-003": ["一个订单扣了我两次款"],
-    "demo-zh-004": ["钱已经付了但订单还是待支付"],
-    "demo-zh-005": ["用银行卡付不了，说超出限额了"],
-    "demo-zh-006": ["没来得及付款订单就自动取消了"],
-    "demo-zh-007": ["买东西能不能分期付？"],
-    "demo-zh-008": ["优惠券用不上是怎么回事"],
-    "demo-zh-010": ["电子发票在哪里开"],
-    "demo-zh-011": ["发票上的税号填错了能重开吗"],
-    "demo-zh-014": ["我想退款，怎么操作"],
-    "demo-zh-015": ["退款几天能到账"],
-    "demo-zh-016": ["七天无理由退货需要满足什么条件"],
-    "demo-zh-017": ["退货的快递费谁出"],
-    "demo-zh-018": ["衣服买小了可以换大一码吗"],
-    "demo-zh-021": ["显示已发货但是物流一直不动"],
-    "demo-zh-023": ["下完单还能改收货地址吗"],
-    "demo-zh-024": ["物流说签收了但我根本没收到"],
-    "demo-zh-028": ["登录不上账号，老是提示失败"],
-    "demo-zh-029": ["密码忘了怎么找回"],
-    "demo-zh-031": ["手机收不到验证码短信"],
-    "demo-zh-032": ["密码输错太多次账号被锁了"],
-    "demo-zh-036": ["我想把账号注销掉"],
-    "demo-zh-037": ["怎么取消会员的自动续费"],
-    "demo-zh-044": ["app一打开就闪退"],
-    "demo-zh-055": ["调开放接口老是返回401"],
-    "demo-zh-056": ["接口报429，请求太多了"],
-    "demo-zh-060": ["人工客服怎么找，几点上班"],
-    "demo-zh-062": ["刚买就降价了可以补差价吗"],
-    "demo-zh-086": ["蓝牙耳机配对不上手机"],
-    "demo-en-001": ['Payment failed with "transaction error, try again later" at checkout'],
-    "demo-en-002": ["You charged my card two times for one order"],
-    "demo-en-003": ["I already paid but the order says unpaid"],
-    "demo-en-004": ["When will I get my refund?"],
-    "demo-en-005": ["How can I send something back and who pays the return postage?"],
-    "demo-en-006": ["Can I cancel my subscription without paying a penalty?"],
-    "demo-en-007": ["I can't remember my password"],
-    "demo-en-008": ["The SMS verification code never arrives"],
-    "demo-en-009": ["Too many wrong password attempts and now my account is locked"],
-    "demo-en-010": ["How to enable 2FA on my account"],
-    "demo-en-011": ["Package marked as shipped but tracking is stuck"],
-    "demo-en-012": ["Can I update my delivery address after placing the order?"],
-    "demo-en-013": ["It says delivered but I didn't receive anything"],
-    "demo-en-014": ["I need a VAT invoice with my company name on it"],
-    "demo-en-015": ["The app closes immediately when I launch it"],
-    "demo-en-016": ["Getting 401 unauthorized from your API"],
-    "demo-en-017": ["iPhone not charging when plugged in"],
-    "demo-en-018": ["MacBook battery runs out really quickly"],
-    "demo-en-019": ["I want to close my account permanently"],
-    "demo-en-020": ["My promo code isn't working"],
-}
-# Greetings and closings: each combination is a distinct question to the answer cache.
-VARIANTS = {
-    "zh": (["", "你好，", "请问", "客服你好，", "麻烦问一下，", "在吗？"],
-           ["", "，谢谢", "，在线等", "，急", "，怎么处理"]),
-    "en": (["", "Hi, ", "Hello, ", "Quick question: ", "Hey support, ", "Please help: "],
-           ["", ", thanks", " - urgent", ", what should I do?", " (asking again)"]),
-}
-
-
-@dataclass(frozen=True)
-class Question:
-    text: str
-    expected: str  # external_id of the entry that answers it
-    language: str
-
 
 @dataclass
 class Result:
@@ -122,28 +50,6 @@ class Result:
     answered: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""
-
-
-def questions(seed: int) -> list[Question]:
-    """Every variant of every paraphrase, distinct after the answer cache's normalisation, shuffled."""
-    from chat.answer_cache import normalize_question
-
-    seen: set[str] = set()
-    out: list[Question] = []
-    for expected, texts in PARAPHRASES.items():
-        language = "zh" if "-zh-" in expected else "en"
-        prefixes, suffixes = VARIANTS[language]
-        for text in texts:
-            for prefix in prefixes:
-                for suffix in suffixes:
-                    body = text if not prefix or language == "zh" else text[0].lower() + text[1:]
-                    variant = f"{prefix}{body}{suffix}"
-                    key = normalize_question(variant)
-                    if key not in seen:
-                        seen.add(key)
-                        out.append(Question(variant, expected, language))
-    random.Random(seed).shuffle(out)
-    return out
 
 
 class Asker:
@@ -170,55 +76,6 @@ class Asker:
 
     def close(self) -> None:
         self.client.close()
-
-
-def run_concurrently(asker: Asker, batch: list[Question], concurrency: int, *, max_seconds: float,
-                     desc: str) -> tuple[list[Result], float]:
-    """Ask ``batch`` with ``concurrency`` threads; stops submitting after ``max_seconds``."""
-    results: list[Result] = []
-    lock = threading.Lock()
-    pending = iter(batch)
-    deadline = time.monotonic() + max_seconds
-
-    def next_question() -> Question | None:
-        with lock:
-            if time.monotonic() > deadline:
-                return None
-            return next(pending, None)
-
-    def loop(bar: tqdm[Any]) -> None:
-        while (question := next_question()) is not None:
-            result = asker.ask(question)
-            with lock:
-                results.append(result)
-                bar.update(1)
-
-    started = time.perf_counter()
-    with tqdm(total=len(batch), desc=desc, unit="req") as bar, ThreadPoolExecutor(concurrency) as pool:
-        for future in [pool.submit(loop, bar) for _ in range(concurrency)]:
-            future.result()
-    return results, time.perf_counter() - started
-
-
-def start_product(stack: BenchStack) -> str:
-    """What scripts/up.py does after migrate, on a free port; returns the base URL."""
-    seconds = stack.manage("kb_load_demo", "--file", str(DEMO_FILE))
-    log(f"kb_load_demo --file {DEMO_FILE.relative_to(ROOT)}: {seconds:.1f}s")
-    port = stack.free_port()
-    stack.spawn("web", [PYTHON, "-m", "gunicorn", "kbservice.wsgi", "--bind", f"127.0.0.1:{port}",
-                        "--workers", "2", "--threads", "8", "--timeout", "60", "--access-logfile", "-"])
-    stack.spawn("worker", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", "default",
-                           "-c", "2", "-n", f"cpu-{port}@%h", "-l", "INFO"])
-    stack.spawn("rerank", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", "rerank",
-                           "-P", "threads", "-c", "16", "--prefetch-multiplier", "1",
-                           "-n", f"rerank-{port}@%h", "-l", "INFO"])
-    base = f"http://127.0.0.1:{port}"
-    started = time.perf_counter()
-    stack.wait_http_ok(f"{base}/readyz", timeout=READY_TIMEOUT)
-    log(f"gunicorn + CPU worker + rerank worker ready in {time.perf_counter() - started:.1f}s")
-    seconds = stack.manage("kb_rerank_warmup", "--kb", "demo")
-    log(f"kb_rerank_warmup --kb demo: {seconds:.1f}s")
-    return base
 
 
 def row(label: str, values: list[float]) -> str:
@@ -267,7 +124,7 @@ def main() -> int:
         try:
             # Warm-up (not counted): both gunicorn workers load the query embedder on their first miss.
             warm = [next(fresh) for _ in range(8)]
-            warm_results, _ = run_concurrently(asker, warm, 4, max_seconds=args.max_seconds, desc="warm-up")
+            warm_results, _ = run_concurrently(asker.ask, warm, 4, max_seconds=args.max_seconds, desc="warm-up")
             asked = [r.question for r in warm_results if not r.error]
 
             # 1. Hit vs miss, side by side at concurrency 1.
@@ -291,7 +148,7 @@ def main() -> int:
                 pool = list(asked)  # answered before this level: repeats of these should be hits
                 batch = [rng.choice(pool) if rng.random() < args.repeat_rate else next(fresh)
                          for _ in range(args.requests)]
-                results, seconds = run_concurrently(asker, batch, concurrency, max_seconds=args.max_seconds,
+                results, seconds = run_concurrently(asker.ask, batch, concurrency, max_seconds=args.max_seconds,
                                                     desc=f"concurrency {concurrency}")
                 throughput.append((concurrency, results, seconds))
                 asked += [q for q in batch if q not in pool]

@@ -108,9 +108,7 @@ def main() -> int:
         stack.manage(env, "kb_load_demo")
         # Demo users (passwords printed once, when created) and the /demo/ page's widget key for this origin.
         stack.manage({**env, "KB_HOST": host, "KB_PORT": str(port)}, "kb_setup_demo_access")
-        web_workers = os.environ.get("KB_WEB_WORKERS", "2")
         stack.spawn("web", [PYTHON, "-m", "gunicorn", "kbservice.wsgi", "--bind", f"{host}:{port}",
-                            "--workers", web_workers, "--threads", "8", "--timeout", "60",
                             "--access-logfile", "-"], env)
         stack.spawn("worker", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", "default",
                                "-c", "2", "-n", f"cpu-{port}@%h", "-l", "INFO"], env)

@@ -1,0 +1,16 @@
+"""gunicorn settings for every way kbservice's web runs (`make up`, the benchmarks, the image).
+
+gunicorn reads this file from its working directory; the command line adds --bind (and may override
+anything here, as the tests' single-worker servers do).
+"""
+
+import os
+
+worker_class = "gthread"
+workers = int(os.environ.get("KB_WEB_WORKERS", "2"))
+threads = int(os.environ.get("KB_WEB_THREADS", "8"))
+timeout = 60
+# An idle keep-alive connection stays open longer than a proxy or client keeps one (ALB 60 s,
+# nginx upstream pools): with gunicorn's 2 s default, a client reusing a connection the server is
+# closing at that moment gets "connection reset", which the load benchmark saw under load.
+keepalive = int(os.environ.get("KB_WEB_KEEPALIVE", "75"))
