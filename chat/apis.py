@@ -126,7 +126,8 @@ class RerankStatusOutput(serializers.Serializer):
     engine = serializers.CharField()
     model = serializers.CharField()
     status = serializers.ChoiceField(choices=["ok", "degraded", "skipped"])
-    reason = serializers.CharField(required=False, help_text="Why the answer is degraded.")
+    reason = serializers.CharField(
+        required=False, help_text="Why the answer is degraded: timeout, backlog, broker_unavailable or error.")
     late = serializers.BooleanField(required=False, help_text="Reranked after a degraded answer.")
 
 

@@ -274,6 +274,9 @@ KB_RERANK_BACKEND = env_choice("KB_RERANK_BACKEND", "lite", {"lite", "transforme
 KB_RERANK_MODEL = env_str("KB_RERANK_MODEL", "Qwen/Qwen3-Reranker-0.6B")
 KB_RERANK_URL = env_str("KB_RERANK_URL")
 KB_RERANK_TIMEOUT = env_float("KB_RERANK_TIMEOUT", 5.0, minimum=0.1)
+# An ask that finds this many rerank requests already waiting answers degraded at once instead of
+# queueing behind them: it would time out anyway, holding a web thread meanwhile. 0 = always queue.
+KB_RERANK_MAX_BACKLOG = env_int("KB_RERANK_MAX_BACKLOG", 32, minimum=0)
 # /v1/rerank, /v1/rerank/batch and the workbench want the scores, not a quick degraded answer.
 KB_RERANK_API_TIMEOUT = env_float("KB_RERANK_API_TIMEOUT", 30.0, minimum=0.1)
 KB_RERANK_MAX_TOKENS = env_int("KB_RERANK_MAX_TOKENS", 8192, minimum=64)

@@ -13,6 +13,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from django.conf import settings
 
+from kbservice.celery import celery_queue_lengths
 from kbservice.metrics.recording import record_rerank
 from rerank.batching import RerankRequest
 from rerank.tasks import rerank_score_task
@@ -64,16 +65,32 @@ def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = Non
 
 def rerank_score(
     *, requests: list[RerankRequest], timeout: float | None = None, link: Signature | None = None,
+    max_backlog: int = 0,
 ) -> RerankOutcome:
     """Rerank through the worker; past ``timeout`` (default KB_RERANK_TIMEOUT) give up waiting.
 
     The task is not revoked on timeout: with ``link`` its late result still reaches whoever
-    asked for it (e.g. to update a stored answer)."""
+    asked for it (e.g. to update a stored answer). With ``max_backlog``, a caller that can do
+    without scores does not queue behind that many waiting requests: it would only time out, holding
+    its web thread meanwhile (reason "backlog")."""
     started = time.perf_counter()
-    outcome = _rerank_round_trip(requests=requests, timeout=timeout, link=link)
+    outcome = _backlogged(max_backlog) or _rerank_round_trip(requests=requests, timeout=timeout, link=link)
     record_rerank(outcome=outcome.status if outcome.status == "ok" else outcome.reason,
                   seconds=time.perf_counter() - started)
     return outcome
+
+
+def _backlogged(max_backlog: int) -> RerankOutcome | None:
+    if max_backlog <= 0:
+        return None
+    try:
+        waiting = celery_queue_lengths([settings.KB_RERANK_QUEUE])[settings.KB_RERANK_QUEUE]
+    except Exception as exc:  # broker unreachable: the submit would fail too, so don't try it
+        logger.warning("rerank queue unreadable: %s", exc)
+        return RerankOutcome(status="unavailable", reason="broker_unavailable")
+    if waiting < max_backlog:
+        return None
+    return RerankOutcome(status="unavailable", reason="backlog")
 
 
 def _rerank_round_trip(

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
-from typing import cast
+from collections.abc import Iterator
 
 import redis
 from django.conf import settings
-from kombu.exceptions import ChannelError, OperationalError
-from kombu.transport.virtual import Channel as VirtualChannel
+from kombu.exceptions import OperationalError
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from kbservice.celery import app as celery_app
+from kbservice.celery import celery_queue_lengths
 from kbservice.metrics import recording
 from rerank.heartbeat import rerank_workers_alive
 
@@ -27,7 +25,8 @@ COUNTERS = (
      "(ok, degraded = answered in recall order, skipped = nothing recalled).",
      ("kb", "decision", "cache", "rerank")),
     (recording.RERANK_REQUESTS, "kbservice_rerank_requests_total",
-     "Rerank round trips to the rerank worker by outcome (ok, timeout, broker_unavailable, error).", ("outcome",)),
+     "Rerank round trips to the rerank worker by outcome (ok, timeout, broker_unavailable, error; backlog = "
+     "an ask did not queue one behind KB_RERANK_MAX_BACKLOG waiting requests).", ("outcome",)),
     (recording.HTTP_REQUESTS, "kbservice_http_requests_total", "HTTP responses by method and status code.",
      ("method", "status")),
     (recording.API_ERRORS, "kbservice_api_errors_total",
@@ -35,21 +34,6 @@ COUNTERS = (
     (recording.UNHANDLED_EXCEPTIONS, "kbservice_unhandled_exceptions_total",
      "Exceptions no view handled (each one a 500), by exception type.", ("exception",)),
 )
-
-
-def celery_queue_lengths(queues: Iterable[str]) -> dict[str, int]:
-    """Messages waiting in each queue (not those already reserved by a worker), as the broker counts
-    them: kombu knows the transport's own key layout (priority sub-queues, key prefixes)."""
-    lengths: dict[str, int] = {}
-    with celery_app.connection_for_read() as connection:
-        connection.ensure_connection(max_retries=1, timeout=2)
-        channel = cast(VirtualChannel, connection.default_channel)  # the broker is Redis, a virtual transport
-        for queue in queues:
-            try:
-                lengths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
-            except ChannelError:  # the broker holds no such queue: nothing is waiting in it
-                lengths[queue] = 0
-    return lengths
 
 
 def _histogram(raw: dict[bytes, bytes]) -> HistogramMetricFamily:

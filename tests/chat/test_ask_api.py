@@ -8,11 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import redis
 from pytest_django.fixtures import Settings
 
 from chat.models import AskLog, Question
 from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.services import faq_entry_create, faq_entry_update
+from rerank.batching import RerankRequest
+from rerank.services import rerank_submit
 from tests.conftest import WorkerProcess
 from tests.helpers import wait_until
 
@@ -114,6 +117,36 @@ def test_degraded_when_no_rerank_worker_answers(
     assert elapsed < 1.0 + 3.0
     # A degraded answer is never cached.
     assert _ask(api, "I forgot my password")["cache"] == "miss"
+
+
+def test_an_ask_does_not_queue_behind_a_rerank_backlog(
+    api: httpx.Client, settings: Settings, redis_client: redis.Redis, start_worker: object
+) -> None:
+    settings.KB_RERANK_QUEUE = queue = "rerank-backlog-nobody"
+    settings.KB_RERANK_MAX_BACKLOG = 3
+
+    def backlog(size: int) -> None:
+        redis_client.delete(queue)
+        for _ in range(size):
+            rerank_submit(requests=[RerankRequest(query="q", documents=["d"])], expires=60)
+
+    # As many waiting as the limit: the ask answers degraded at once, queueing nothing.
+    backlog(3)
+    settings.KB_RERANK_TIMEOUT = 20.0
+    started = time.monotonic()
+    body = _ask(api, "I forgot my password")
+    assert time.monotonic() - started < 5
+    assert (body["rerank"]["status"], body["rerank"]["reason"], body["decision"]) == ("degraded", "backlog", "suggest")
+    assert body["answer"]["external_id"] == "reset-password"
+    assert redis_client.llen(queue) == 3
+
+    # One fewer: the ask queues its rerank and waits for it (here until its deadline, nobody consumes).
+    backlog(2)
+    settings.KB_RERANK_TIMEOUT = 1.0
+    body = _ask(api, "The app crashes when I open the camera")
+    assert (body["rerank"]["status"], body["rerank"]["reason"]) == ("degraded", "timeout")
+    assert redis_client.llen(queue) == 3
+    redis_client.delete(queue)
 
 
 def test_a_late_rerank_updates_the_degraded_answer_of_the_ticket(
