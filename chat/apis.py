@@ -26,6 +26,7 @@ from chat.services.tickets import (
 from kbservice.api.auth import requires_scope
 from kbservice.api.schema import errors
 from knowledge.apis.common import MAX_ID, Pagination
+from knowledge.apis.entries import FaqTextOutput
 from knowledge.models import KnowledgeBase
 from knowledge.selectors import SearchFilters
 
@@ -105,16 +106,9 @@ class HighlightOutput(serializers.Serializer):
     html = serializers.CharField(help_text="The answer, escaped, with <mark> around the matching sentence(s).")
 
 
-class AnsweredEntryOutput(serializers.Serializer):
+class AnsweredEntryOutput(FaqTextOutput):
     id = serializers.IntegerField()
-    external_id = serializers.CharField(allow_null=True)
     revision = serializers.IntegerField(help_text="The entry's version this answer was given from.")
-    question = serializers.CharField()
-    answer = serializers.CharField()
-    summary = serializers.CharField()
-    tags = serializers.ListField(child=serializers.CharField())
-    category = serializers.CharField()
-    language = serializers.CharField()
     rank = serializers.IntegerField()
     scores = ScoresOutput()
     recall_ranks = inline_serializer("RecallRanks", {"vector": serializers.IntegerField(allow_null=True),

@@ -125,7 +125,9 @@ def faq_entry_versions(*, entry: FaqEntry) -> QuerySet[Version]:
     return Version.objects.get_for_object(entry).select_related("revision__user").order_by("-pk")
 
 
-class RevisionValuesOutput(serializers.Serializer):
+class FaqTextOutput(serializers.Serializer):
+    """The text of an FAQ entry, as revisions keep it and as answers quote it."""
+
     external_id = serializers.CharField(allow_null=True)
     question = serializers.CharField()
     answer = serializers.CharField()
@@ -133,6 +135,9 @@ class RevisionValuesOutput(serializers.Serializer):
     tags = serializers.ListField(child=serializers.CharField())
     category = serializers.CharField()
     language = serializers.CharField()
+
+
+class RevisionValuesOutput(FaqTextOutput):
     status = serializers.CharField()
 
 
