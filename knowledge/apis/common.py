@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist, RequestDataTooBig
+from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from rest_framework import exceptions, permissions, serializers, status
@@ -26,12 +25,6 @@ from knowledge.services import FaqEntryConflict
 
 # Bounds for integers that reach a bigint column or lookup: larger values would be a database error.
 MAX_ID = 2**63 - 1
-
-
-class RequestTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "request_too_large"
-    default_detail = f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
 
 
 class SecretKeyOrStaff(permissions.BasePermission):
@@ -65,9 +58,7 @@ class KnowledgeApi(APIView):
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, FaqEntryConflict):
             return conflict_response(exc)
-        if isinstance(exc, RequestDataTooBig):  # else Django answers with its HTML 400 page
-            exc = RequestTooLarge()
-        elif isinstance(exc, DjangoValidationError):
+        if isinstance(exc, DjangoValidationError):
             exc = exceptions.ValidationError(validation_detail(exc))
         elif isinstance(exc, ObjectDoesNotExist):  # deleted between our lookup and the service's
             exc = exceptions.NotFound()

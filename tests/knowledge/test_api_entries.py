@@ -6,6 +6,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from pytest_django.fixtures import Settings
 from reversion.models import Version
 
 from knowledge.apis.common import Pagination
@@ -267,6 +268,18 @@ def test_unreadable_bodies_are_clear_4xx(
     response = manager.post(URL, data=raw, content_type=content_type)
     assert response.status_code == status
     assert error_of(response)["code"] == code
+    assert FaqEntry.objects.count() == 0
+
+
+def test_a_body_django_refuses_to_read_is_413_in_the_error_shape(
+    manager: Client, kb: KnowledgeBase, settings: Settings,
+) -> None:
+    """Past the up-front limit (kbservice.limits) but over Django's own read limit, as a body without a
+    Content-Length would be: the project's exception handler answers, not Django's HTML 400 page."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = manager.post(URL, data='{"question": "' + "x" * 2000 + '"}', content_type="application/json")
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "request_too_large"
     assert FaqEntry.objects.count() == 0
 
 
