@@ -36,7 +36,12 @@ def raise_drf(error: DjangoValidationError) -> None:
 
 
 def kb_for(request: Request, slug: str) -> KnowledgeBase:
-    """The knowledge base, if this caller may use it; 404 otherwise (never reveal others' bases)."""
+    """The knowledge base, if this caller may use it; 404 otherwise (never reveal others' bases).
+
+    A key bound to a knowledge base loaded it with the key, in this request: no second query."""
+    key = request.auth
+    if isinstance(key, ApiKey) and key.kb is not None and key.kb.slug == slug:
+        return key.kb
     kb = KnowledgeBase.objects.filter(slug=slug).first()
     if kb is None or (isinstance(request.auth, ApiKey) and not request.auth.allows_kb(kb.pk)):
         raise exceptions.NotFound(f"No knowledge base {slug!r}.")

@@ -1,6 +1,7 @@
 """Typed readers over ``os.environ`` that refuse bad values instead of guessing."""
 
 import os
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -55,6 +56,17 @@ def env_bool(name: str, default: bool) -> bool:
 
 def env_list(name: str, default: list[str]) -> list[str]:
     return _read(name, default, lambda raw: [item.strip() for item in raw.split(",") if item.strip()])
+
+
+_RATE = re.compile(r"[1-9][0-9]*/[smhd][a-z]*")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate in DRF's notation: ``600/min``, ``10/s`` (the period's first letter counts)."""
+    value = env_str(name, default)
+    if not _RATE.fullmatch(value):
+        raise ImproperlyConfigured(f"{name}={value!r}: expected requests/period, e.g. 600/min or 10/s")
+    return value
 
 
 def env_choice(name: str, default: str, choices: set[str]) -> str:

@@ -11,7 +11,7 @@ from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from kbservice.embedded import VAR_DIR, read_services
-from kbservice.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from kbservice.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -302,8 +302,8 @@ KB_RERANK_MAX_REQUEST_CHARS = env_int("KB_RERANK_MAX_REQUEST_CHARS",
 
 # --- Answers ------------------------------------------------------------------------------------
 KB_ANSWER_CACHE_TTL = env_int("KB_ANSWER_CACHE_TTL", 3600, minimum=1)
-KB_THROTTLE_RATE = env_str("KB_THROTTLE_RATE", "600/min")
-KB_WIDGET_THROTTLE_RATE = env_str("KB_WIDGET_THROTTLE_RATE", "60/min")
+KB_THROTTLE_RATE = env_rate("KB_THROTTLE_RATE", "600/min")
+KB_WIDGET_THROTTLE_RATE = env_rate("KB_WIDGET_THROTTLE_RATE", "60/min")
 
 # --- Metrics ------------------------------------------------------------------------------------
 # Bearer token /metrics requires; unset, only direct requests from private addresses may scrape.

@@ -13,7 +13,6 @@ import psutil
 import pytest
 import redis
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection
 
 from kbservice.embedded import BASE_DIR
@@ -121,10 +120,12 @@ def redis_client() -> redis.Redis:
 def _clean_cache() -> Generator[None]:
     """Forget cached answers and throttle counts between tests. Not cache.clear(): that flushes the
     whole Redis database, with the broker's queues and the workers' heartbeats in it."""
+    from kbservice.api.throttling import KEY_PREFIX
+
     yield
     with contextlib.suppress(Exception):  # a test may have stopped Redis on purpose
         client = redis.Redis.from_url(settings.REDIS_URL)
-        for pattern in ("kb:answer:*", f"{cache.make_key('throttle')}*"):
+        for pattern in ("kb:answer:*", f"{KEY_PREFIX}*"):
             keys = list(client.scan_iter(match=pattern, count=1000))
             if keys:
                 client.delete(*keys)

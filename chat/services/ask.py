@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
+from django.http import Http404
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from chat import answer_cache
 from chat.highlight import highlight
@@ -177,51 +180,87 @@ def ask(*, kb: KnowledgeBase, params: AskParams, ticket: Ticket | None = None, c
     value = dict(cached.value)
     timings = dict(value.pop("timings_ms", {})) if cached.status == "miss" else {}
     timings["total"] = round((time.perf_counter() - started) * 1000, 2)
-    question = question_record(kb=kb, params=params, normalized=normalized, value=value, ticket=ticket,
-                               customer=customer, channel=channel, cache=cached.status, timings=timings,
-                               pending=pending)
+    recorded = ask_record(kb=kb, params=params, normalized=normalized, value=value, ticket=ticket,
+                          customer=customer, channel=channel, cache=cached.status, timings=timings, pending=pending)
     record_ask(kb=kb.slug, decision=value["decision"], cache=cached.status, rerank=value["rerank"]["status"])
     if value["rerank"]["status"] == "degraded":
-        transaction.on_commit(lambda: _enqueue_late_rerank(question.pk))
-    return {"ticket": str(question.ticket.public_id), "question_id": question.pk, **value, "cache": cached.status,
+        transaction.on_commit(lambda: _enqueue_late_rerank(recorded.question_id))
+    return {"ticket": str(recorded.ticket), "question_id": recorded.question_id, **value, "cache": cached.status,
             "timings_ms": timings}
 
 
-@transaction.atomic
-def question_record(*, kb: KnowledgeBase, params: AskParams, normalized: str, value: dict[str, Any],
-                    ticket: Ticket | None, customer: str, channel: str, cache: str,
-                    timings: dict[str, float], pending: Question | None = None) -> Question:
-    """Store the answer: on the pending question of an async ticket, or as a new question."""
+@dataclass(frozen=True)
+class Recorded:
+    ticket: uuid.UUID
+    question_id: int
+
+
+# A new or followed-up ticket, its question and the ask log row in one statement, so one round trip
+# to Postgres: this is most of what a cache hit costs. Atomic like any single statement.
+_NEW_TICKET = """
+    INSERT INTO chat_ticket (public_id, kb_id, status, customer, channel, created_at, updated_at)
+    VALUES (%(public_id)s, %(kb)s, 'open', %(customer)s, %(channel)s, %(now)s, %(now)s)
+    RETURNING id, public_id"""
+_FOLLOW_UP = "UPDATE chat_ticket SET updated_at = %(now)s WHERE id = %(ticket)s RETURNING id, public_id"
+_RECORD = """
+WITH ticket AS ({ticket}),
+question AS (
+    INSERT INTO chat_question (ticket_id, text, normalized, instruction, filters, top_n, state, decision, response,
+                               rerank_status, created_at, answered_at)
+    SELECT ticket.id, %(text)s, %(normalized)s, %(instruction)s, %(filters)s, %(top_n)s, 'answered', %(decision)s,
+           %(response)s, %(rerank_status)s, %(now)s, %(now)s
+    FROM ticket
+    RETURNING id
+)
+INSERT INTO chat_asklog (kb_id, question_id, text, normalized, decision, top_entry_id, top_score, cache, degraded,
+                         timings_ms, source, created_at)
+SELECT %(kb)s, question.id, %(text)s, %(normalized)s, %(decision)s, %(top_entry)s, %(top_score)s, %(cache)s,
+       %(degraded)s, %(timings)s, %(channel)s, %(now)s
+FROM question
+RETURNING question_id, (SELECT public_id FROM ticket)"""
+
+
+def ask_record(*, kb: KnowledgeBase, params: AskParams, normalized: str, value: dict[str, Any],
+               ticket: Ticket | None, customer: str, channel: str, cache: str, timings: dict[str, float],
+               pending: Question | None = None) -> Recorded:
+    """Store the answer (on the pending question of an async ticket, or as a new question on a new
+    or given ticket) and its ask log row."""
     if pending is not None:
-        Question.objects.filter(pk=pending.pk).update(
-            normalized=normalized, state=Question.State.ANSWERED, decision=value["decision"], response=value,
-            rerank_status=value["rerank"]["status"], answered_at=timezone.now(),
-        )
-        question = Question.objects.select_related("ticket").get(pk=pending.pk)
-        _ask_log(kb=kb, question=question, value=value, cache=cache, channel=channel, timings=timings)
-        return question
-    if ticket is None:
-        ticket = Ticket.objects.create(kb=kb, customer=customer, channel=channel)
-    else:
-        Ticket.objects.filter(pk=ticket.pk).update(updated_at=timezone.now())
-    question = Question.objects.create(
-        ticket=ticket, text=params.question, normalized=normalized, instruction=params.instruction,
-        filters=params.filters.as_dict(), top_n=params.top_n,
-        state=Question.State.ANSWERED, decision=value["decision"], response=value,
+        return _pending_answered(kb=kb, pending=pending, normalized=normalized, value=value, cache=cache,
+                                 channel=channel, timings=timings)
+    top = value["answer"]
+    fields = {
+        "public_id": uuid.uuid4(), "kb": kb.pk, "customer": customer, "channel": channel, "now": timezone.now(),
+        "ticket": ticket.pk if ticket else None, "text": params.question, "normalized": normalized,
+        "instruction": params.instruction, "filters": Jsonb(params.filters.as_dict()), "top_n": params.top_n,
+        "decision": value["decision"], "response": Jsonb(value), "rerank_status": value["rerank"]["status"],
+        "top_entry": top["id"] if top else None, "top_score": top["scores"]["rerank"] if top else None,
+        "cache": cache, "degraded": value["rerank"]["status"] == "degraded", "timings": Jsonb(timings),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD.format(ticket=_FOLLOW_UP if ticket else _NEW_TICKET), fields)
+        row = cursor.fetchone()
+    if row is None:  # the followed-up ticket was deleted since it was looked up
+        raise Http404("No such ticket.")
+    question_id, public_id = row
+    return Recorded(ticket=public_id, question_id=question_id)
+
+
+@transaction.atomic
+def _pending_answered(*, kb: KnowledgeBase, pending: Question, normalized: str, value: dict[str, Any], cache: str,
+                      channel: str, timings: dict[str, float]) -> Recorded:
+    Question.objects.filter(pk=pending.pk).update(
+        normalized=normalized, state=Question.State.ANSWERED, decision=value["decision"], response=value,
         rerank_status=value["rerank"]["status"], answered_at=timezone.now(),
     )
-    _ask_log(kb=kb, question=question, value=value, cache=cache, channel=channel, timings=timings)
-    return question
-
-
-def _ask_log(*, kb: KnowledgeBase, question: Question, value: dict[str, Any], cache: str, channel: str,
-             timings: dict[str, float]) -> None:
+    question = Question.objects.select_related("ticket").get(pk=pending.pk)
     top = value["answer"]
     AskLog.objects.create(
         kb=kb, question=question, text=question.text, normalized=question.normalized, decision=value["decision"],
         top_entry_id=top["id"] if top else None, top_score=(top["scores"]["rerank"] if top else None),
         cache=cache, degraded=value["rerank"]["status"] == "degraded", timings_ms=timings, source=channel,
     )
+    return Recorded(ticket=question.ticket.public_id, question_id=question.pk)
 
 
 def _enqueue_late_rerank(question_id: int) -> None:

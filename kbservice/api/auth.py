@@ -55,7 +55,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         raw = raw_key_from(request)
         if raw is None:
             return None
-        key = ApiKey.objects.filter(key_hash=ApiKey.digest(raw), revoked_at__isnull=True).first()
+        # The key's own knowledge base comes along: most asks are about it (see chat.apis.kb_for).
+        key = (ApiKey.objects.select_related("kb")
+               .filter(key_hash=ApiKey.digest(raw), revoked_at__isnull=True).first())
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         if key.kind == ApiKey.Kind.PUBLISHABLE:

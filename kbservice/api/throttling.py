@@ -1,13 +1,22 @@
-"""Per-key request rates, counted in Redis (the Django cache)."""
+"""Per-key request rates, counted in Redis by the ``limits`` library.
+
+A sliding-window counter (two integers per key and window, one Lua call per request) rather than
+DRF's SimpleRateThrottle, which keeps every request's timestamp in one pickled list that each
+request reads and rewrites: its cost grows with the rate allowed."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING
 
+import redis
 from django.conf import settings
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.storage import RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 
 from chat.models import ApiKey
 
@@ -16,35 +25,64 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+KEY_PREFIX = "kb:throttle"
+_limiter: SlidingWindowCounterRateLimiter | None = None
 
-class KeyRateThrottle(SimpleRateThrottle):
+
+def _rate_limiter() -> SlidingWindowCounterRateLimiter:
+    global _limiter
+    if _limiter is None:
+        storage = RedisStorage(settings.REDIS_URL, key_prefix=KEY_PREFIX, socket_timeout=1, socket_connect_timeout=1)
+        _limiter = SlidingWindowCounterRateLimiter(storage)
+    return _limiter
+
+
+PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _rate_item(rate: str) -> RateLimitItem:
+    """``"600/min"`` (DRF's notation, as in KB_THROTTLE_RATE: the period's first letter counts)."""
+    requests, period = rate.split("/")
+    return RateLimitItemPerSecond(int(requests), PERIOD_SECONDS[period[0]])
+
+
+class KeyRateThrottle(BaseThrottle):
     """One budget per API key (per user for sessions, per address for anonymous callers).
 
     Fails open: with Redis down, requests are served unthrottled rather than refused, because a
     cache outage must not take the answer service down (README, "Failure behaviour")."""
 
-    scope = "key"
-
-    def get_rate(self) -> str:
-        return settings.KB_THROTTLE_RATE
+    def __init__(self) -> None:
+        self.refused: tuple[RateLimitItem, str] | None = None
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         if isinstance(request.auth, ApiKey) and request.auth.kind == ApiKey.Kind.PUBLISHABLE:
-            self.rate = settings.KB_WIDGET_THROTTLE_RATE
+            item = _rate_item(settings.KB_WIDGET_THROTTLE_RATE)
         else:
-            self.rate = settings.KB_THROTTLE_RATE
-        self.num_requests, self.duration = self.parse_rate(self.rate)
+            item = _rate_item(settings.KB_THROTTLE_RATE)
+        ident = self.caller(request)
         try:
-            return super().allow_request(request, view)
-        except Exception as exc:  # Redis unreachable
+            allowed = _rate_limiter().hit(item, ident)
+        except redis.RedisError as exc:
             logger.warning("throttle store unavailable, allowing request: %s", exc)
             return True
+        if not allowed:
+            self.refused = (item, ident)
+        return allowed
 
-    def get_cache_key(self, request: Request, view: Any) -> str:
+    def wait(self) -> float | None:
+        """Seconds until the caller's next request would be allowed (``Retry-After``)."""
+        if self.refused is None:
+            return None
+        try:
+            stats = _rate_limiter().get_window_stats(*self.refused)
+        except redis.RedisError:
+            return None
+        return max(1.0, stats.reset_time - time.time())
+
+    def caller(self, request: Request) -> str:
         if isinstance(request.auth, ApiKey):
-            ident = f"key:{request.auth.pk}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
-        else:
-            ident = f"ip:{self.get_ident(request)}"
-        return f"throttle:{ident}"
+            return f"key:{request.auth.pk}"
+        if request.user and request.user.is_authenticated:
+            return f"user:{request.user.pk}"
+        return f"ip:{self.get_ident(request)}"

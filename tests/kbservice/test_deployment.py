@@ -78,11 +78,13 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
     assert "KB_SECRET_KEY must be set in production" in result.stderr
 
 
-def test_bad_setting_values_are_refused_by_name() -> None:
+@pytest.mark.parametrize(("name", "value"), [("KB_RERANK_TIMEOUT", "soon"), ("KB_THROTTLE_RATE", "600 per minute"),
+                                           ("KB_WIDGET_THROTTLE_RATE", "0/min")])
+def test_bad_setting_values_are_refused_by_name(name: str, value: str) -> None:
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=BASE_DIR,
-                            env={**os.environ, "KB_RERANK_TIMEOUT": "soon"}, capture_output=True, text=True)
+                            env={**os.environ, name: value}, capture_output=True, text=True)
     assert result.returncode != 0
-    assert "KB_RERANK_TIMEOUT='soon'" in result.stderr
+    assert f"{name}={value!r}" in result.stderr
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is installed by make")
