@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection
 
 from kbservice.embedded import BASE_DIR
 
@@ -114,6 +115,29 @@ def cpu_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
 @pytest.fixture
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_survives_deadlocks() -> Iterator[None]:
+    """A session-wide worker may still be finishing an earlier test's task (one query over two
+    tables) while a transactional test's teardown truncates every table; Postgres then aborts one
+    side as a deadlock, sometimes the TRUNCATE. Retry it: the worker's query is short."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    flush = DatabaseOperations.execute_sql_flush
+
+    def flush_retrying(self: DatabaseOperations, sql_list: list[str]) -> None:
+        for attempt in range(5):
+            try:
+                return flush(self, sql_list)
+            except OperationalError as exc:
+                if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected) or attempt == 4:
+                    raise
+                time.sleep(0.2)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "execute_sql_flush", flush_retrying)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,18 @@ def test_customer_asks_in_chinese_rates_and_asks_for_a_person_then_an_agent_answ
     expect(row).to_contain_text("Handed off")
     expect(row).to_contain_text("扫码支付的时候提示交易异常")
     shot(agent, "04-console-inbox")
-    # Filters apply on change (htmx swaps the list and updates the address).
-    agent.get_by_label("Age").select_option("older")
+    # Filters apply on change (htmx swaps the list and the status tabs, and updates the address); the
+    # form itself stays in the page, so the select a user is on keeps its focus.
+    age = agent.get_by_label("Age")
+    form = agent.locator("form.filters").element_handle()
+    age.select_option("older")
     expect(agent).to_have_url(f"{live_server.url}/console/?status=attention&kb=&decision=&age=older")
     expect(agent.locator("#inbox-results")).to_contain_text("No tickets match these filters.")
-    agent.get_by_label("Age").select_option("1h")
+    expect(agent.get_by_role("link", name="Handed off")).to_have_attribute("href", re.compile(r"age=older"))
+    assert form.evaluate("form => form.isConnected")
+    age.select_option("1h")
     expect(row).to_be_visible()
+    expect(agent.get_by_role("link", name="Handed off")).to_have_attribute("href", re.compile(r"age=1h"))
 
     row.get_by_role("link").click()
     expect(agent.locator(".answer-card.top mark").first).to_be_visible()
