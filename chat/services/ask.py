@@ -199,7 +199,7 @@ class Recorded:
 # to Postgres: this is most of what a cache hit costs. Atomic like any single statement.
 _NEW_TICKET = """
     INSERT INTO chat_ticket (public_id, kb_id, status, customer, channel, created_at, updated_at)
-    VALUES (%(public_id)s, %(kb)s, 'open', %(customer)s, %(channel)s, %(now)s, %(now)s)
+    VALUES (%(public_id)s, %(kb)s, %(open)s, %(customer)s, %(channel)s, %(now)s, %(now)s)
     RETURNING id, public_id"""
 _FOLLOW_UP = "UPDATE chat_ticket SET updated_at = %(now)s WHERE id = %(ticket)s RETURNING id, public_id"
 _RECORD = """
@@ -207,7 +207,7 @@ WITH ticket AS ({ticket}),
 question AS (
     INSERT INTO chat_question (ticket_id, text, normalized, instruction, filters, top_n, state, decision, response,
                                rerank_status, created_at, answered_at)
-    SELECT ticket.id, %(text)s, %(normalized)s, %(instruction)s, %(filters)s, %(top_n)s, 'answered', %(decision)s,
+    SELECT ticket.id, %(text)s, %(normalized)s, %(instruction)s, %(filters)s, %(top_n)s, %(answered)s, %(decision)s,
            %(response)s, %(rerank_status)s, %(now)s, %(now)s
     FROM ticket
     RETURNING id
@@ -231,6 +231,7 @@ def ask_record(*, kb: KnowledgeBase, params: AskParams, normalized: str, value: 
     top = value["answer"]
     fields = {
         "public_id": uuid.uuid4(), "kb": kb.pk, "customer": customer, "channel": channel, "now": timezone.now(),
+        "open": Ticket.Status.OPEN.value, "answered": Question.State.ANSWERED.value,
         "ticket": ticket.pk if ticket else None, "text": params.question, "normalized": normalized,
         "instruction": params.instruction, "filters": Jsonb(params.filters.as_dict()), "top_n": params.top_n,
         "decision": value["decision"], "response": Jsonb(value), "rerank_status": value["rerank"]["status"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 import redis
 from pytest_django.fixtures import Settings
 
-from chat.models import AskLog, Question
+from chat.models import AskLog, Question, Ticket
 from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.services import faq_entry_create, faq_entry_update
 from rerank.batching import RerankRequest
@@ -174,3 +175,25 @@ def test_a_late_rerank_updates_the_degraded_answer_of_the_ticket(
     # The late rerank rewrites the stored answer; it is not a second question or ask.
     assert Question.objects.filter(ticket__public_id=body["ticket"]).count() == 1
     assert AskLog.objects.filter(question=stored).count() == 1
+
+
+def test_a_follow_up_ask_joins_its_ticket(api: httpx.Client, rerank_worker: WorkerProcess) -> None:
+    first = _ask(api, "退款多久能到账？", customer="c-42")
+    ticket = Ticket.objects.get(public_id=first["ticket"])
+    assert (ticket.status, ticket.customer, ticket.channel) == ("open", "c-42", "api")
+
+    second = _ask(api, "付款的时候提示交易异常，怎么回事", ticket=first["ticket"])
+    assert second["ticket"] == first["ticket"] and second["question_id"] != first["question_id"]
+    ticket.refresh_from_db()
+    assert ticket.updated_at > ticket.created_at
+    stored = api.get(f"/api/v1/tickets/{first['ticket']}").json()
+    assert [q["id"] for q in stored["questions"]] == [first["question_id"], second["question_id"]]
+    assert stored["questions"][1]["answer"]["external_id"] == second["answer"]["external_id"]
+    logs = AskLog.objects.filter(question__ticket=ticket).order_by("pk")
+    assert [(log.question_id, log.cache, log.source) for log in logs] == [
+        (first["question_id"], "miss", "api"), (second["question_id"], "miss", "api")]
+    assert logs[1].top_entry_id == second["answer"]["id"]
+
+    unknown = api.post("/api/v1/ask", json={"kb": "shop", "question": "还在吗", "ticket": str(uuid.uuid4())})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert Question.objects.count() == 2
