@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -10,6 +11,7 @@ from django.views.decorators.http import require_GET
 from chat.services.demo_access import demo_widget_key_read
 
 WIDGET_SCRIPT = "chat/widget/widget.js"
+MAX_QUESTION_LINE = "var MAX_QUESTION = 2000;"
 
 
 @require_GET
@@ -23,7 +25,10 @@ def widget_js(request: HttpRequest) -> HttpResponse:
     if not path:
         raise Http404("widget script missing")
     with open(path, encoding="utf-8") as handle:  # type: ignore[arg-type]
-        response = HttpResponse(handle.read(), content_type="text/javascript; charset=utf-8")
+        script = handle.read()
+    # The widget says "too long" before sending, by the limit this server applies.
+    script = script.replace(MAX_QUESTION_LINE, f"var MAX_QUESTION = {settings.KB_MAX_QUESTION_CHARS:d};", 1)
+    response = HttpResponse(script, content_type="text/javascript; charset=utf-8")
     response["Cache-Control"] = "public, max-age=300"
     response["Access-Control-Allow-Origin"] = "*"
     response["Cross-Origin-Resource-Policy"] = "cross-origin"

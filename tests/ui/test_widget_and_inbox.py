@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from pytest_django.fixtures import Settings
 
 from chat.models import Feedback, Question, Ticket
 from knowledge.models import KnowledgeBase
@@ -126,3 +127,28 @@ def test_widget_speaks_english_and_never_renders_faq_html(
     # Keyboard only: Escape closes the panel and gives focus back to the launcher.
     page.keyboard.press("Escape")
     expect(page.get_by_role("button", name="Questions? Ask us")).to_be_focused()
+
+
+def test_widget_says_a_question_is_too_long_and_keeps_every_character(
+    live_server: Any, widget_key: str, new_page: Callable[..., Page], settings: Settings,
+) -> None:
+    settings.KB_MAX_QUESTION_CHARS = 40  # the served script carries the server's limit
+    page = new_page(locale="en-US")
+    page.goto(f"{live_server.url}/demo/")
+    page.get_by_role("button", name="Questions? Ask us").click()
+    box = page.get_by_role("textbox", name="Your question")
+    pasted = "My gift card is blocked after I typed the PIN wrong 🙈"  # 53 code points, 54 UTF-16 units
+    box.fill(pasted)
+    widget = page.locator("#kb-chat-widget")
+    expect(widget.get_by_text("Your question is 53 characters long; please keep it to 40.")).to_be_visible()
+    expect(box).to_have_attribute("aria-invalid", "true")
+    box.press("Enter")
+    expect(box).to_have_value(pasted)  # not cut, not sent
+    assert widget.locator(".msg.user").count() == 0 and Question.objects.count() == 0
+
+    box.fill("my gift card is blocked")
+    expect(widget.get_by_text("please keep it to 40", exact=False)).to_be_hidden()
+    box.press("Enter")
+    expect(widget.locator(".msg.user")).to_have_text("my gift card is blocked")
+    expect(widget.get_by_text("Looking for an answer…")).to_have_count(0)
+    assert Question.objects.get().text == "my gift card is blocked"

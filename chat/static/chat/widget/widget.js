@@ -25,6 +25,7 @@
       degraded: "Quick answer (our ranking service is busy): ", error: "Something went wrong. Please try again.",
       throttled: "Too many questions at once. Please wait a minute.", origin: "This chat is not enabled for this site.",
       you: "You", bot: "Help center",
+      tooLong: "Your question is {n} characters long; please keep it to {max}.",
     },
     zh: {
       launcher: "有问题？问我们", title: "帮助中心", close: "关闭对话", label: "您的问题",
@@ -36,8 +37,13 @@
       degraded: "快速答案（排序服务繁忙）：", error: "出错了，请稍后再试。",
       throttled: "提问太频繁了，请稍等一分钟。", origin: "此网站未开通在线客服。",
       you: "您", bot: "帮助中心",
+      tooLong: "问题太长了（{n} 字），请控制在 {max} 字以内。",
     },
   };
+
+  // The longest question the API accepts (characters, after trimming): /widget.js writes the
+  // server's KB_MAX_QUESTION_CHARS here.
+  var MAX_QUESTION = 2000;
 
   var data = script.dataset;
   var lang = (data.lang || navigator.language || "en").toLowerCase().indexOf("zh") === 0 ? "zh" : "en";
@@ -80,6 +86,7 @@
     ".form textarea { flex: 1; resize: none; font: inherit; padding: 8px 10px; border: 1px solid #c8ced9; border-radius: 10px; min-height: 40px; max-height: 120px; }",
     ".form .send { background: #3056d3; color: #fff; border: 0; border-radius: 10px; padding: 9px 14px; font-weight: 600; }",
     ".form .send[disabled] { opacity: .6; cursor: progress; }",
+    ".limit { padding: 0 12px 6px; background: #fff; color: #b42318; font-size: 12px; }",
     ".foot { display: flex; justify-content: space-between; align-items: center; padding: 0 12px 8px; background: #fff; font-size: 12px; color: #8a93a5; }",
   ].join("\n");
 
@@ -127,15 +134,19 @@
   var log = el("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": t.title });
   var form = el("form", { class: "form" });
   var label = el("label", { for: "kbw-question" }, t.label);
+  // No maxlength: it would cut a pasted question silently. Too long is said, and the text stays.
   var input = el("textarea", { id: "kbw-question", name: "question", rows: "1", placeholder: t.placeholder,
-    maxlength: "2000", autocomplete: "off" });
+    autocomplete: "off", "aria-describedby": "kbw-limit" });
   var send = el("button", { class: "send", type: "submit" }, t.send);
   form.appendChild(label); form.appendChild(input); form.appendChild(send);
+  var limit = el("div", { class: "limit", id: "kbw-limit", "aria-live": "polite" });
+  limit.hidden = true;
   var foot = el("div", { class: "foot" });
   var human = el("button", { class: "human", type: "button" }, t.human);
   human.hidden = !state.ticket;
   foot.appendChild(human);
-  panel.appendChild(head); panel.appendChild(log); panel.appendChild(form); panel.appendChild(foot);
+  panel.appendChild(head); panel.appendChild(log); panel.appendChild(form); panel.appendChild(limit);
+  panel.appendChild(foot);
   wrap.appendChild(launcher); wrap.appendChild(panel);
   root.appendChild(style); root.appendChild(wrap);
 
@@ -173,6 +184,7 @@
         if (!response.ok) {
           var error = new Error("HTTP " + response.status);
           error.status = response.status;
+          error.details = (json.error && json.error.details) || {};
           throw error;
         }
         return json;
@@ -266,8 +278,10 @@
       .then(function (result) { waiting.remove(); show(result); })
       .catch(function (error) {
         // A ticket from another session or knowledge base: start a new one next time.
-        if (error && error.status === 400 && state.ticket) { state.ticket = null; }
+        if (error && error.status === 400 && error.details.ticket) { state.ticket = null; }
         waiting.textContent = problem(error);
+        // Nothing typed is lost: the question goes back into the box to be sent again.
+        if (!input.value) { input.value = question; checkLength(); }
       })
       .then(function () { state.busy = false; send.disabled = false; input.focus(); });
   }
@@ -294,10 +308,19 @@
       form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit", { cancelable: true }));
     }
   });
+  function checkLength() {
+    var length = Array.from(input.value.trim()).length;  // code points, as the API counts
+    var over = length > MAX_QUESTION;
+    limit.hidden = !over;
+    limit.textContent = over ? t.tooLong.replace("{n}", length).replace("{max}", MAX_QUESTION) : "";
+    if (over) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+    return !over;
+  }
+  input.addEventListener("input", checkLength);
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var question = input.value.trim();
-    if (!question || state.busy) return;
+    if (!question || state.busy || !checkLength()) return;
     input.value = "";
     ask(question);
   });
