@@ -43,7 +43,7 @@ def kb_for(request: Request, slug: str) -> KnowledgeBase:
     if isinstance(key, ApiKey) and key.kb is not None and key.kb.slug == slug:
         return key.kb
     kb = KnowledgeBase.objects.filter(slug=slug).first()
-    if kb is None or (isinstance(request.auth, ApiKey) and not request.auth.allows_kb(kb.pk)):
+    if kb is None or (isinstance(key, ApiKey) and not key.allows_kb(kb.pk)):
         raise exceptions.NotFound(f"No knowledge base {slug!r}.")
     return kb
 

@@ -6,6 +6,7 @@ request reads and rewrites: its cost grows with the rate allowed."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -40,6 +41,7 @@ def _rate_limiter() -> SlidingWindowCounterRateLimiter:
 PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+@functools.cache  # a handful of distinct settings; parsed once, not per request
 def _rate_item(rate: str) -> RateLimitItem:
     """``"600/min"`` (DRF's notation, as in KB_THROTTLE_RATE: the period's first letter counts)."""
     requests, period = rate.split("/")
