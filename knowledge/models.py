@@ -58,6 +58,10 @@ class FaqEntry(models.Model):
     question = models.TextField()
     answer = models.TextField(blank=True)
     summary = models.TextField(blank=True, help_text="Engineer-style summary: the customer's words in system terms.")
+    # 相似问: other ways customers ask the same thing. Each is embedded on its own (an entry's vector
+    # score is its best-matching phrasing) and all of them are full-text indexed.
+    similar_questions = ArrayField(models.TextField(), default=list, blank=True,
+                                   help_text="Alternate phrasings of the question, one per item.")
     tags = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     category = models.CharField(max_length=200, blank=True)
     language = models.CharField(max_length=16, blank=True)
