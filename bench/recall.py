@@ -146,7 +146,7 @@ def load(kb_id: int, model: str, vectors: np.ndarray) -> dict[str, float]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT external_id, id FROM knowledge_faqentry WHERE kb_id = %s", [kb_id])
         ids = {external_id: entry_id for external_id, entry_id in cursor.fetchall()}
-    columns = "entry_id, kb_id, model, dimensions, content_hash, vector, created_at"
+    columns = "entry_id, kb_id, phrasing, model, dimensions, content_hash, vector, created_at"
     with (
         connection.cursor() as cursor,
         cursor.copy(f"COPY knowledge_faqembedding ({columns}) FROM STDIN") as copy,
@@ -156,7 +156,7 @@ def load(kb_id: int, model: str, vectors: np.ndarray) -> dict[str, float]:
             texts = vector_text(vectors[start:start + CHUNK])
             for offset, text in enumerate(texts):
                 i = start + offset
-                copy.write_row((ids[f"bench-{i}"], kb_id, model, dimensions, hashes[i], text, now))
+                copy.write_row((ids[f"bench-{i}"], kb_id, 0, model, dimensions, hashes[i], text, now))
             bar.update(len(texts))
     timings["COPY vectors"] = time.perf_counter() - started
     started = time.perf_counter()

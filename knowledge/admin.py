@@ -27,16 +27,21 @@ class FaqEntryForm(forms.ModelForm):
     # The version the editor loaded; saving against a newer one is a conflict, never an overwrite.
     version = forms.IntegerField(widget=forms.HiddenInput, required=False)
     tags = forms.CharField(required=False, help_text="Comma-separated.")
+    similar_questions = forms.CharField(
+        required=False, strip=False, widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="Other ways customers ask this question, one per line (相似问).",
+    )
 
     class Meta:
         model = FaqEntry
-        fields = ["kb", "external_id", "question", "summary", "answer", "tags", "category", "language",
-                  "status", "version"]
+        fields = ["kb", "external_id", "question", "similar_questions", "summary", "answer", "tags", "category",
+                  "language", "status", "version"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["tags"] = ", ".join(self.instance.tags)
+            self.initial["similar_questions"] = "\n".join(self.instance.similar_questions)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -81,7 +86,7 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
     form = FaqEntryForm
     list_display = ("question", "kb", "status", "language", "category", "version", "updated_at", "updated_by")
     list_filter = ("kb", "status", "language", "category", TagFilter)
-    search_fields = ("question", "answer", "summary", "external_id")
+    search_fields = ("question", "similar_questions", "answer", "summary", "external_id")
     list_select_related = ("kb", "updated_by")
     show_full_result_count = False
     list_per_page = 50

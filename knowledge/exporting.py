@@ -65,12 +65,29 @@ def _tags_text(value: Any) -> str:
     return ", ".join(value) if isinstance(value, list | tuple) else (value or "")
 
 
+def _similar_questions_text(value: Any) -> str:
+    """One phrasing per line, as the importer reads a cell back; a lone phrasing holding "|" gets a
+    line end so that it is not split at the "|"."""
+    if not isinstance(value, list | tuple):
+        return value or ""
+    text = "\n".join(value)
+    return text + "\n" if len(value) == 1 and "|" in text else text
+
+
+def export_cell_text(column: str, value: Any) -> Any:
+    if column == "tags":
+        return _tags_text(value)
+    if column == "similar_questions":
+        return _similar_questions_text(value)
+    return value
+
+
 def _csv_lines(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)  # quotes fields with newlines; "\r\n" row ends as Excel writes them
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_tags_text(row.get(c)) if c == "tags" else row.get(c) or "" for c in columns])
+        writer.writerow([export_cell_text(c, row.get(c)) or "" for c in columns])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -80,6 +97,8 @@ def _csv_lines(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Ite
 def _json_value(column: str, value: Any) -> Any:
     if column == "tags" and isinstance(value, str):
         return [tag.strip() for tag in value.split(",") if tag.strip()]
+    if column == "similar_questions" and isinstance(value, str):
+        return [line.strip() for line in value.split("\n") if line.strip()]
     return value
 
 
@@ -118,7 +137,7 @@ def _write_xlsx(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], strea
     for row in rows:
         cells: list[Any] = []
         for column in columns:
-            value = _tags_text(row.get(column)) if column == "tags" else row.get(column)
+            value = export_cell_text(column, row.get(column))
             cell = WriteOnlyCell(sheet, value=value or None)
             # openpyxl stores text that starts with "=" as a formula; Excel would evaluate it and the
             # text would not come back on import.

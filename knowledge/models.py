@@ -96,13 +96,15 @@ class FaqEntry(models.Model):
 
 
 class FaqEmbedding(models.Model):
-    """One vector of one entry, tagged with the model and dimension that made it.
+    """One vector of one phrasing of one entry, tagged with the model and dimension that made it.
 
     The column has no fixed dimension so that knowledge bases may use different models; each
     dimension in use gets its own partial HNSW index (see ``knowledge.vector_index``)."""
 
     entry = models.ForeignKey(FaqEntry, on_delete=models.CASCADE, related_name="embeddings")
     kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
+    # 0: the question with its summary (or answer); n: the entry's n-th similar question.
+    phrasing = models.PositiveSmallIntegerField(default=0)
     model = models.CharField(max_length=300)
     dimensions = models.PositiveIntegerField()
     content_hash = models.CharField(max_length=64)
@@ -111,7 +113,7 @@ class FaqEmbedding(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["entry", "model"], name="faq_embedding_one_per_model"),
+            models.UniqueConstraint(fields=["entry", "model", "phrasing"], name="faq_embedding_one_per_phrasing"),
         ]
         indexes = [models.Index(fields=["kb", "model"], name="faq_embedding_kb_model")]
 

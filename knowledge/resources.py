@@ -21,7 +21,7 @@ from import_export.formats.base_formats import Format
 from import_export.forms import ConfirmImportForm, ImportForm
 from import_export.results import Error, Result, RowResult
 
-from knowledge.exporting import CONTENT_TYPES, faq_entry_export_row, faq_rows_render
+from knowledge.exporting import CONTENT_TYPES, export_cell_text, faq_entry_export_row, faq_rows_render
 from knowledge.importing import (
     COLUMNS,
     ImportFileError,
@@ -155,8 +155,8 @@ class FaqEntryResource(resources.ModelResource):
         dataset = tablib.Dataset(headers=columns)
         for entry in self.iter_queryset(queryset):
             row = faq_entry_export_row(entry=entry)
-            # Tags as "a, b" so that django-import-export's own formats can write them too.
-            dataset.append([", ".join(row[c]) if c == "tags" else (row[c] or "") for c in columns])
+            # Lists as text ("a, b"; a phrasing per line) so django-import-export's own formats can write them.
+            dataset.append([export_cell_text(c, row[c]) or "" for c in columns])
         return dataset
 
 

@@ -17,6 +17,8 @@ from knowledge.vector_index import vector_expression
 # Candidates the HNSW scan examines (>= k). bench/recall.py, 100k entries, k=50: ef 100 → recall@50
 # 0.915, ef 200 → 0.971 at a few ms more per query.
 HNSW_EF_SEARCH = 200
+# Vectors scanned per wanted entry: entries with many similar questions take several of the nearest.
+PHRASINGS_PER_ENTRY_SCANNED = 4
 
 
 @dataclass(frozen=True)
@@ -61,28 +63,31 @@ def faq_entries_published(*, kb: KnowledgeBase) -> QuerySet[FaqEntry]:
 def faq_vector_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None, exact: bool = False,
 ) -> list[Hit]:
-    """Published entries nearest to ``query`` by cosine similarity (HNSW unless ``exact``)."""
+    """Published entries nearest to ``query`` by cosine similarity (HNSW unless ``exact``); an entry
+    scores as its best-matching phrasing (its question, or one of its similar questions)."""
     embedder = get_embedder(kb.embed_model)
     vector = embedder.embed_queries([query])[0].tolist()
     expression = vector_expression(kb.embed_dimensions)
     filter_sql, filter_params = (filters or SearchFilters()).sql()
+    # Several phrasings of one entry may be among the nearest vectors: scan enough for k entries.
+    rows_wanted = k * PHRASINGS_PER_ENTRY_SCANNED
     sql = (
+        "SELECT entry_id, max(similarity) AS best FROM ("
         f"SELECT m.entry_id, 1 - ({expression} <=> %s::vector({kb.embed_dimensions})) AS similarity "
         "FROM knowledge_faqembedding m JOIN knowledge_faqentry e ON e.id = m.entry_id "
         "WHERE m.kb_id = %s AND m.model = %s AND m.dimensions = %s AND e.status = 'published'"
         f"{filter_sql} ORDER BY {expression} <=> %s::vector({kb.embed_dimensions}) LIMIT %s"
+        ") nearest GROUP BY entry_id ORDER BY best DESC, entry_id LIMIT %s"
     )
-    params = [vector, kb.pk, kb.embed_model, kb.embed_dimensions, *filter_params, vector, k]
+    params = [vector, kb.pk, kb.embed_model, kb.embed_dimensions, *filter_params, vector, rows_wanted, k]
     with transaction.atomic(), connection.cursor() as cursor:
-        # Filtered HNSW scans keep going until k rows pass the filter (pgvector >= 0.8).
+        # Filtered HNSW scans keep going until enough rows pass the filter (pgvector >= 0.8).
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(HNSW_EF_SEARCH, k)])
+        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(HNSW_EF_SEARCH, rows_wanted)])
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    # relaxed_order may return near-ties slightly out of order
-    return sorted((Hit(entry_id=row[0], score=float(row[1])) for row in rows), key=lambda hit: -hit.score)
+        return [Hit(entry_id=row[0], score=float(row[1])) for row in cursor.fetchall()]
 
 
 def faq_fulltext_search(
@@ -121,13 +126,13 @@ def knowledge_base_embedding_status(*, kb: KnowledgeBase, model: str | None = No
     name = model or kb.embed_model
     entries = FaqEntry.objects.filter(kb=kb).count()
     embedded = FaqEmbedding.objects.filter(
-        kb=kb, model=name, entry__content_hash=F("content_hash")
+        kb=kb, model=name, phrasing=0, entry__content_hash=F("content_hash")
     ).count()
     return EmbeddingStatus(model=name, entries=entries, embedded=embedded)
 
 
 def faq_entries_needing_embedding(*, kb: KnowledgeBase, model: str) -> QuerySet[FaqEntry]:
-    fresh = FaqEmbedding.objects.filter(kb=kb, model=model, entry__content_hash=F("content_hash"))
+    fresh = FaqEmbedding.objects.filter(kb=kb, model=model, phrasing=0, entry__content_hash=F("content_hash"))
     return FaqEntry.objects.filter(kb=kb).exclude(Q(pk__in=fresh.values("entry_id"))).order_by("pk")
 
 

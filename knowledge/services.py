@@ -23,7 +23,11 @@ from knowledge.vector_index import ensure_vector_index
 
 logger = logging.getLogger(__name__)
 
-EDITABLE_FIELDS = ("external_id", "question", "answer", "summary", "tags", "category", "language", "status")
+EDITABLE_FIELDS = ("external_id", "question", "similar_questions", "answer", "summary", "tags", "category",
+                   "language", "status")
+# Real FAQs carry a handful to a few dozen phrasings per entry; each is embedded on its own.
+MAX_SIMILAR_QUESTIONS = 100
+MAX_SIMILAR_QUESTIONS_CHARS = 8000
 MAX_TAGS = 50
 MAX_TAG_CHARS = 64
 CATEGORY_CHARS = 200
@@ -98,6 +102,8 @@ def faq_entry_clean(*, data: dict[str, Any]) -> dict[str, Any]:
         cleaned[field] = _check_text(errors, field, raw, limit=limit, required=field == "question")
     if "external_id" in cleaned:
         cleaned["external_id"] = cleaned["external_id"] or None
+    if "similar_questions" in data:
+        cleaned["similar_questions"] = _clean_similar_questions(errors, data["similar_questions"])
     if "tags" in data:
         cleaned["tags"] = _clean_tags(errors, data["tags"])
     if "language" in data:
@@ -113,6 +119,35 @@ def faq_entry_clean(*, data: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise ValidationError(errors)
     return cleaned
+
+
+def _clean_similar_questions(errors: dict[str, list[str]], raw: Any) -> list[str]:
+    """A list of text, or one text (a spreadsheet cell) with a phrasing per line, or, on one line,
+    phrasings separated by "|"."""
+    field = "similar_questions"
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = raw.split("\n") if "\n" in raw else raw.split("|")
+    if not isinstance(raw, list | tuple) or not all(isinstance(item, str) for item in raw):
+        errors.setdefault(field, []).append("must be a list of text, or text with one phrasing per line")
+        return []
+    phrasings: list[str] = []
+    for number, item in enumerate(raw, start=1):
+        problems: dict[str, list[str]] = {}
+        phrasing = _check_text(problems, field, item, limit=settings.KB_MAX_QUESTION_CHARS, required=False)
+        for problem in problems.get(field, []):
+            errors.setdefault(field, []).append(f"phrasing {number} {problem}")
+        if phrasing:
+            phrasings.append(phrasing)
+    phrasings = list(dict.fromkeys(phrasings))
+    if len(phrasings) > MAX_SIMILAR_QUESTIONS:
+        errors.setdefault(field, []).append(f"has {len(phrasings)} phrasings; the limit is {MAX_SIMILAR_QUESTIONS}")
+    total = sum(len(phrasing) for phrasing in phrasings)
+    if total > MAX_SIMILAR_QUESTIONS_CHARS:
+        errors.setdefault(field, []).append(
+            f"are {total} characters in all; the limit is {MAX_SIMILAR_QUESTIONS_CHARS}")
+    return phrasings
 
 
 def _clean_tags(errors: dict[str, list[str]], raw: Any) -> list[str]:
@@ -153,18 +188,23 @@ def _knowledge_base_bump_generation(kb_id: int) -> None:
     KnowledgeBase.objects.filter(pk=kb_id).update(content_generation=F("content_generation") + 1)
 
 
+def _faq_entry_embedding_texts(entry: FaqEntry) -> list[str]:
+    return kb_text.embedding_texts(question=entry.question, summary=entry.summary, answer=entry.answer,
+                                   similar_questions=entry.similar_questions)
+
+
 def _faq_entry_reindex(entry: FaqEntry) -> None:
     """Refresh the full-text column and the content hash; queue the embedding after commit."""
     # Weights measured by bench/retrieval_choices.py: the summary counts as much as the question
     # (it restates it in system terms); the answer counts least (long, and full of other words).
-    weighted = [("A", entry.question), ("A", entry.summary), ("D", entry.answer)]
+    # Similar questions are the question in other words.
+    weighted = [("A", entry.question), *(("A", phrasing) for phrasing in entry.similar_questions),
+                ("A", entry.summary), ("D", entry.answer)]
     sql = " || ".join("setweight(to_tsvector('english', %s), %s)" for _ in weighted)
     params: list[Any] = []
     for weight, value in weighted:
         params += [kb_text.segment(value), weight]
-    new_hash = kb_text.content_hash(
-        kb_text.embedding_text(question=entry.question, summary=entry.summary, answer=entry.answer)
-    )
+    new_hash = kb_text.embedding_hash(_faq_entry_embedding_texts(entry))
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE knowledge_faqentry SET search_vector = {sql}, content_hash = %s WHERE id = %s",
@@ -209,7 +249,7 @@ def faq_entries_queue_missing_embeddings(*, kb: KnowledgeBase, entry_ids: Iterab
     """Queue, after commit, the embedding of those of ``entry_ids`` that have no vector of their
     current text (for ``kb``'s model). Returns how many were queued."""
     wanted = set(entry_ids)
-    fresh = FaqEmbedding.objects.filter(entry=OuterRef("pk"), model=kb.embed_model,
+    fresh = FaqEmbedding.objects.filter(entry=OuterRef("pk"), model=kb.embed_model, phrasing=0,
                                         content_hash=OuterRef("content_hash"))
     # Usually few entries of a knowledge base lack a vector: look those up rather than send every id.
     missing = [pk for pk in FaqEntry.objects.filter(kb=kb).filter(~Exists(fresh)).values_list("pk", flat=True)
@@ -310,11 +350,12 @@ def faq_entry_delete(*, entry: FaqEntry, deleted_by: Actor = None) -> None:
 
 
 def faq_entries_embed(*, entry_ids: Sequence[int], model: str | None = None) -> int:
-    """Embed entries whose stored vector (for ``model``, default: their knowledge base's) is stale.
+    """Embed entries whose stored vectors (for ``model``, default: their knowledge base's) are stale:
+    every phrasing of an entry in one model call, written together.
 
     The model runs outside any lock; the write then re-checks each entry's content hash under a
-    row lock, so a vector computed from text that was edited meanwhile is never stored over a
-    fresher one. Returns the number of vectors written."""
+    row lock, so vectors computed from text that was edited meanwhile are never stored over
+    fresher ones. Returns the number of entries whose vectors were written."""
     entries = list(FaqEntry.objects.filter(pk__in=entry_ids).select_related("kb"))
     written = 0
     by_model: dict[str, list[FaqEntry]] = {}
@@ -322,34 +363,46 @@ def faq_entries_embed(*, entry_ids: Sequence[int], model: str | None = None) -> 
         for name in {model} if model else {entry.kb.embed_model, entry.kb.pending_embed_model} - {""}:
             by_model.setdefault(name, []).append(entry)
     for name, group in by_model.items():
-        fresh = dict(FaqEmbedding.objects.filter(entry__in=group, model=name).values_list("entry_id", "content_hash"))
-        todo = [entry for entry in group if fresh.get(entry.pk) != entry.content_hash]
+        stored = _stored_hashes(group, name)
+        todo = [entry for entry in group if stored.get(entry.pk) != entry.content_hash]
         if not todo:
             continue
         embedder = get_embedder(name)
-        texts = [kb_text.embedding_text(question=e.question, summary=e.summary, answer=e.answer) for e in todo]
-        vectors = embedder.embed_passages(texts)
+        texts = {entry.pk: _faq_entry_embedding_texts(entry) for entry in todo}
+        vectors = iter(embedder.embed_passages([text for entry in todo for text in texts[entry.pk]]))
+        by_entry = {entry.pk: [next(vectors) for _ in texts[entry.pk]] for entry in todo}
         ensure_vector_index(embedder.dimensions)
         with transaction.atomic():
             current = dict(
                 FaqEntry.objects.select_for_update().filter(pk__in=[e.pk for e in todo])
                 .values_list("id", "content_hash")
             )
-            # Under the lock: another worker may have stored this very vector meanwhile.
-            stored = dict(FaqEmbedding.objects.filter(entry__in=todo, model=name)
-                          .values_list("entry_id", "content_hash"))
+            # Under the lock: another worker may have stored these very vectors meanwhile.
+            stored = _stored_hashes(todo, name)
+            due = [e for e in todo if current.get(e.pk) == e.content_hash and stored.get(e.pk) != e.content_hash]
             rows = [
-                FaqEmbedding(entry_id=e.pk, kb_id=e.kb_id, model=name, dimensions=embedder.dimensions,
-                             content_hash=e.content_hash, vector=vector.tolist())
-                for e, vector in zip(todo, vectors, strict=True)
-                if current.get(e.pk) == e.content_hash and stored.get(e.pk) != e.content_hash
+                FaqEmbedding(entry_id=e.pk, kb_id=e.kb_id, model=name, phrasing=phrasing,
+                             dimensions=embedder.dimensions, content_hash=e.content_hash, vector=vector.tolist())
+                for e in due for phrasing, vector in enumerate(by_entry[e.pk])
             ]
             FaqEmbedding.objects.bulk_create(
-                rows, update_conflicts=True, unique_fields=["entry", "model"],
+                rows, update_conflicts=True, unique_fields=["entry", "model", "phrasing"],
                 update_fields=["vector", "dimensions", "content_hash", "created_at"],
             )
-            written += len(rows)
+            with connection.cursor() as cursor:  # phrasings the entries no longer have
+                cursor.execute(
+                    "DELETE FROM knowledge_faqembedding m USING unnest(%s::bigint[], %s::int[]) AS d(entry_id, n) "
+                    "WHERE m.entry_id = d.entry_id AND m.model = %s AND m.phrasing >= d.n",
+                    [[e.pk for e in due], [len(by_entry[e.pk]) for e in due], name],
+                )
+            written += len(due)
     return written
+
+
+def _stored_hashes(entries: Sequence[FaqEntry], model: str) -> dict[int, str]:
+    # An entry's phrasings are always written together: its first one stands for all.
+    return dict(FaqEmbedding.objects.filter(entry__in=entries, model=model, phrasing=0)
+                .values_list("entry_id", "content_hash"))
 
 
 def knowledge_base_switch_embed_model(*, kb: KnowledgeBase, model: str) -> None:

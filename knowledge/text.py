@@ -55,6 +55,18 @@ def embedding_text(*, question: str, summary: str, answer: str) -> str:
     return _question_and_detail(question=question, summary=summary, answer=answer)
 
 
+def embedding_texts(*, question: str, summary: str, answer: str, similar_questions: list[str]) -> list[str]:
+    """Every passage embedded for an entry, in ``FaqEmbedding.phrasing`` order: the question with its
+    detail, then each similar question on its own (a customer's wording is matched against each)."""
+    return [embedding_text(question=question, summary=summary, answer=answer), *similar_questions]
+
+
+def embedding_hash(texts: list[str]) -> str:
+    """One hash for all of an entry's passages; an entry without similar questions keeps the hash of
+    its one passage, so its stored vector stays fresh."""
+    return content_hash("\x1e".join(texts))
+
+
 def fulltext_text(*, question: str, summary: str, answer: str) -> str:
     """One unweighted text for full-text search; the index itself weights the fields separately
     (services._faq_entry_reindex), which measured better than any flat text."""

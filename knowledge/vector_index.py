@@ -29,4 +29,8 @@ def create_index_sql(dimensions: int) -> str:
 
 def ensure_vector_index(dimensions: int) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(create_index_sql(dimensions))
+        # Look first: CREATE INDEX, even IF NOT EXISTS, fails in a transaction with pending (deferred
+        # foreign-key) trigger events, e.g. after vectors were written earlier in it.
+        cursor.execute("SELECT to_regclass(%s)", [index_name(dimensions)])
+        if cursor.fetchone()[0] is None:
+            cursor.execute(create_index_sql(dimensions))

@@ -31,6 +31,7 @@ from knowledge.services import (
     EDITABLE_FIELDS,
     EXTERNAL_ID_CHARS,
     LANGUAGE_CODES,
+    MAX_SIMILAR_QUESTIONS,
     MAX_TAG_CHARS,
     FaqEntryConflict,
     faq_entries_set_status,
@@ -48,8 +49,8 @@ class FaqEntryOutput(serializers.ModelSerializer):
 
     class Meta:
         model = FaqEntry
-        fields = ["id", "external_id", "question", "answer", "summary", "tags", "category", "language", "status",
-                  "version", "created_by", "updated_by", "created_at", "updated_at"]
+        fields = ["id", "external_id", "question", "similar_questions", "answer", "summary", "tags", "category",
+                  "language", "status", "version", "created_by", "updated_by", "created_at", "updated_at"]
         read_only_fields = fields
 
 
@@ -62,6 +63,10 @@ class FaqEntryFieldsInput(StrictInput):
     external_id = TextField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False,
                             limit=EXTERNAL_ID_CHARS)
     question = TextField(required=False, trim_whitespace=False, limit=settings.KB_MAX_QUESTION_CHARS)
+    similar_questions = serializers.ListField(
+        child=TextField(trim_whitespace=False, limit=settings.KB_MAX_QUESTION_CHARS), required=False,
+        max_length=MAX_SIMILAR_QUESTIONS, help_text="Alternate phrasings of the question (相似问).",
+    )
     answer = TextField(required=False, allow_blank=True, trim_whitespace=False, limit=settings.KB_MAX_ANSWER_CHARS)
     summary = TextField(required=False, allow_blank=True, trim_whitespace=False, limit=settings.KB_MAX_SUMMARY_CHARS)
     tags = serializers.ListField(child=TextField(trim_whitespace=False, limit=MAX_TAG_CHARS), required=False)
@@ -130,6 +135,7 @@ class FaqTextOutput(serializers.Serializer):
 
     external_id = serializers.CharField(allow_null=True)
     question = serializers.CharField()
+    similar_questions = serializers.ListField(child=serializers.CharField(), default=list)
     answer = serializers.CharField()
     summary = serializers.CharField()
     tags = serializers.ListField(child=serializers.CharField())

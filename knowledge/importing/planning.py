@@ -59,16 +59,21 @@ class _Existing:
     by_external_id: dict[str, int]
     by_question: dict[str, list[int]]
     questions: dict[int, str]
+    # Every phrasing (question or similar question) → the entries that have it.
+    by_phrasing: dict[str, list[int]]
 
     @classmethod
     def load(cls, kb: KnowledgeBase) -> _Existing:
-        existing = cls(by_external_id={}, by_question={}, questions={})
-        rows = FaqEntry.objects.filter(kb=kb).order_by("pk").values_list("pk", "external_id", "question")
-        for pk, external_id, question in rows.iterator(chunk_size=5000):
+        existing = cls(by_external_id={}, by_question={}, questions={}, by_phrasing={})
+        rows = (FaqEntry.objects.filter(kb=kb).order_by("pk")
+                .values_list("pk", "external_id", "question", "similar_questions"))
+        for pk, external_id, question, similar_questions in rows.iterator(chunk_size=5000):
             if external_id:
                 existing.by_external_id[external_id] = pk
             existing.by_question.setdefault(normalize_question(question), []).append(pk)
             existing.questions[pk] = question
+            for phrasing in {normalize_question(text) for text in [question, *similar_questions]}:
+                existing.by_phrasing.setdefault(phrasing, []).append(pk)
         return existing
 
 
@@ -104,6 +109,7 @@ def plan_rows(
         if item.report.action != RowAction.ERROR:
             _match(item, existing)
     _check_file_duplicates(planned, label)
+    _check_phrasing_duplicates(planned, existing, label)
     _compare_with_entries(planned)
     creates = [item for item in planned if item.report.action == RowAction.CREATE]
     _find_near_duplicates(kb, creates, existing, warnings, progress)
@@ -184,6 +190,39 @@ def _check_file_duplicates(planned: list[PlannedRow], label: str) -> None:
         if problems:
             report.action = RowAction.ERROR
             report.errors += problems
+
+
+def _phrasings(data: dict[str, Any]) -> dict[str, bool]:
+    """Normalised phrasing → whether it is the row's question (rather than a similar question)."""
+    phrasings = {normalize_question(text): False for text in data.get("similar_questions", [])}
+    if data.get("question"):
+        phrasings[normalize_question(data["question"])] = True
+    return phrasings
+
+
+def _check_phrasing_duplicates(planned: list[PlannedRow], existing: _Existing, label: str) -> None:
+    """Advice, never a block: a row whose question or similar questions are already another entry's
+    (or another row's) phrasing would make two entries compete for the same customer wording.
+    Question against question is the exact-duplicate check's (``_match``, ``_check_file_duplicates``)."""
+    first_row: dict[str, tuple[RowReport, bool]] = {}
+    for item in planned:
+        report = item.report
+        if report.action == RowAction.ERROR:
+            continue
+        known = {similar.entry_id for similar in report.similar} | {report.entry_id}
+        rows_named: set[int] = set()
+        for phrasing, is_question in sorted(_phrasings(item.data).items()):
+            for entry_id in existing.by_phrasing.get(phrasing, []):
+                if entry_id not in known:
+                    known.add(entry_id)
+                    question = existing.questions[entry_id]
+                    report.similar.append(SimilarEntry(entry_id=entry_id, score=1.0, question=_short(question)))
+                    report.warnings.append(f"a phrasing is also a question or similar question of entry #{entry_id} "
+                                           f"“{question[:60]}”")
+            first, first_is_question = first_row.setdefault(phrasing, (report, is_question))
+            if first is not report and not (is_question and first_is_question) and first.number not in rows_named:
+                rows_named.add(first.number)
+                report.warnings.append(f"a phrasing is also in {label} {first.number}")
 
 
 def _compare_with_entries(planned: list[PlannedRow]) -> None:

@@ -20,8 +20,10 @@ from typing import Any
 
 from django.conf import settings
 
-COLUMNS = ("external_id", "question", "answer", "summary", "tags", "category", "language", "status")
-ALIASES = {"id": "external_id"}
+COLUMNS = ("external_id", "question", "similar_questions", "answer", "summary", "tags", "category", "language",
+           "status")
+ALIASES = {"id": "external_id", "similar_question": "similar_questions", "similar": "similar_questions",
+           "相似问": "similar_questions", "相似问题": "similar_questions"}
 FORMATS = ("csv", "xlsx", "json", "jsonl", "txt")
 EXTENSIONS = {
     ".csv": "csv", ".tsv": "csv", ".xlsx": "xlsx", ".xlsm": "xlsx", ".json": "json", ".jsonl": "jsonl",

@@ -168,8 +168,8 @@ def test_revisions_list_and_rollback(manager: Client, kb: KnowledgeBase) -> None
     newest, oldest = revisions["results"]
     assert (newest["user"], newest["comment"], newest["values"]["answer"]) == ("maria", "Edited", "Ten days.")
     assert (oldest["user"], oldest["comment"], oldest["values"]["answer"]) == (None, "Created", "Five days.")
-    assert set(oldest["values"]) == {"external_id", "question", "answer", "summary", "tags", "category", "language",
-                                     "status"}
+    assert set(oldest["values"]) == {"external_id", "question", "similar_questions", "answer", "summary", "tags",
+                                     "category", "language", "status"}
     assert {"id", "date"} <= set(oldest)
 
     response = call(manager, "POST", f"{URL}/{entry.pk}/rollback", {"revision_id": oldest["id"]})
