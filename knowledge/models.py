@@ -86,7 +86,6 @@ class FaqEntry(models.Model):
                                     condition=models.Q(external_id__isnull=False)),
         ]
         indexes = [
-            GinIndex(fields=["search_vector"], name="faq_search_vector_gin"),
             GinIndex(fields=["tags"], name="faq_tags_gin"),
             models.Index(fields=["kb", "status"], name="faq_kb_status"),
         ]
@@ -119,3 +118,53 @@ class FaqEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} vector of entry {self.entry_id}"
+
+
+class FaqPosting(models.Model):
+    """One term of one published entry, for BM25: its field-weighted frequency and the entry's
+    field-weighted length. Rows exist for published entries only (only those are searched)."""
+
+    pk = models.CompositePrimaryKey("entry", "term")
+    entry = models.ForeignKey(FaqEntry, on_delete=models.CASCADE, related_name="+")
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
+    language = models.CharField(max_length=16)
+    term = models.TextField()
+    frequency = models.FloatField()
+    entry_length = models.FloatField()
+
+    class Meta:
+        indexes = [
+            # Index-only scans: a query's terms → their postings, without visiting the entries.
+            models.Index(fields=["kb", "language", "term"], include=["entry", "frequency", "entry_length"],
+                         name="faq_posting_term"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.term} in entry {self.entry_id}"
+
+
+class FaqTermStat(models.Model):
+    """How many published entries of a knowledge base, in one language, contain a term (BM25's
+    document frequency). Kept by the writes themselves, in their transactions."""
+
+    pk = models.CompositePrimaryKey("kb", "language", "term")
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
+    language = models.CharField(max_length=16)
+    term = models.TextField()
+    entries = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.term}: {self.entries} entries"
+
+
+class FaqCorpusStat(models.Model):
+    """Published entries of a knowledge base in one language, and their summed field-weighted length."""
+
+    pk = models.CompositePrimaryKey("kb", "language")
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
+    language = models.CharField(max_length=16)
+    entries = models.PositiveIntegerField()
+    total_length = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"{self.kb_id}/{self.language}: {self.entries} entries"

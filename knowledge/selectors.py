@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 
+from knowledge import bm25
 from knowledge import text as kb_text
 from knowledge.embedding import get_embedder
 from knowledge.models import FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
@@ -93,20 +94,27 @@ def faq_vector_search(
 def faq_fulltext_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None,
 ) -> list[Hit]:
-    """Published entries sharing words with ``query``, ranked by ts_rank_cd.
+    """Published entries sharing terms with ``query``, ranked by BM25 (``knowledge.bm25``).
 
-    Any word may match (OR): customers' questions are colloquial and rarely contain every word
-    of the entry, so AND semantics would find nothing for most of them."""
-    segmented = kb_text.segment(query)
-    filter_sql, filter_params = (filters or SearchFilters()).sql()
+    Any term may match: customers' questions are colloquial and rarely contain every word of the
+    entry. Each entry is scored with the statistics of its own language's entries."""
+    filters = filters or SearchFilters()
+    filter_sql, filter_params = filters.sql()
+    entries_join = f"JOIN knowledge_faqentry e ON e.id = p.entry_id{filter_sql}" if filter_sql else ""
     sql = (
-        "WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, ' & ', ' | '), '')::tsquery AS tsq) "
-        "SELECT e.id, ts_rank_cd(e.search_vector, q.tsq, 32) AS rank FROM knowledge_faqentry e, q "
-        "WHERE q.tsq IS NOT NULL AND e.kb_id = %s AND e.status = 'published' AND e.search_vector @@ q.tsq"
-        f"{filter_sql} ORDER BY rank DESC, e.id LIMIT %s"
+        "WITH q AS (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector('english', %s))), "
+        "s AS (SELECT t.language, t.term, ln(1 + (c.entries - t.entries + 0.5) / (t.entries + 0.5)) AS idf, "
+        "c.total_length / c.entries AS average_length FROM knowledge_faqtermstat t "
+        "JOIN knowledge_faqcorpusstat c ON c.kb_id = t.kb_id AND c.language = t.language "
+        "WHERE t.kb_id = %s AND t.entries > 0 AND t.term IN (SELECT term FROM q)) "
+        "SELECT p.entry_id, sum(s.idf * p.frequency * (%s + 1) "
+        "/ (p.frequency + %s * (1 - %s + %s * p.entry_length / s.average_length))) AS score "
+        "FROM s JOIN knowledge_faqposting p ON p.kb_id = %s AND p.language = s.language AND p.term = s.term "
+        f"{entries_join} GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s"
     )
+    params = [kb_text.segment(query), kb.pk, bm25.K1, bm25.K1, bm25.B, bm25.B, kb.pk, *filter_params, k]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [segmented, kb.pk, *filter_params, k])
+        cursor.execute(sql, params)
         return [Hit(entry_id=row[0], score=float(row[1])) for row in cursor.fetchall()]
 
 

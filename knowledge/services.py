@@ -16,6 +16,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from reversion.models import Version
 
+from knowledge import bm25
 from knowledge import text as kb_text
 from knowledge.embedding import default_model_name, get_embedder
 from knowledge.models import FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
@@ -194,16 +195,9 @@ def _faq_entry_embedding_texts(entry: FaqEntry) -> list[str]:
 
 
 def _faq_entry_reindex(entry: FaqEntry) -> None:
-    """Refresh the full-text column and the content hash; queue the embedding after commit."""
-    # Weights measured by bench/retrieval_choices.py: the summary counts as much as the question
-    # (it restates it in system terms); the answer counts least (long, and full of other words).
-    # Similar questions are the question in other words.
-    weighted = [("A", entry.question), *(("A", phrasing) for phrasing in entry.similar_questions),
-                ("A", entry.summary), ("D", entry.answer)]
-    sql = " || ".join("setweight(to_tsvector('english', %s), %s)" for _ in weighted)
-    params: list[Any] = []
-    for weight, value in weighted:
-        params += [kb_text.segment(value), weight]
+    """Refresh the full-text column, its BM25 postings and the content hash; queue the embedding after commit."""
+    sql, params = bm25.search_vector_sql(question=entry.question, similar_questions=entry.similar_questions,
+                                         summary=entry.summary, answer=entry.answer)
     new_hash = kb_text.embedding_hash(_faq_entry_embedding_texts(entry))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -211,7 +205,10 @@ def _faq_entry_reindex(entry: FaqEntry) -> None:
             [*params, new_hash, entry.pk],
         )
     entry.content_hash = new_hash
+    # First: the knowledge base's row lock serialises the statistics' writers (knowledge.bm25).
     _knowledge_base_bump_generation(entry.kb_id)
+    bm25.faq_entry_postings_refresh(
+        entry_id=entry.pk, language=bm25.entry_language(language=entry.language, question=entry.question))
     _embed_after_commit([entry.pk])
 
 
@@ -344,9 +341,9 @@ def faq_entries_set_status(
 
 @transaction.atomic
 def faq_entry_delete(*, entry: FaqEntry, deleted_by: Actor = None) -> None:
-    kb_id = entry.kb_id
+    _knowledge_base_bump_generation(entry.kb_id)
+    bm25.faq_entry_postings_remove(entry_id=entry.pk)
     entry.delete()  # reversion keeps the deleted entry's revisions: the admin can recover it
-    _knowledge_base_bump_generation(kb_id)
 
 
 def faq_entries_embed(*, entry_ids: Sequence[int], model: str | None = None) -> int:

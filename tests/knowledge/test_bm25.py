@@ -1,0 +1,162 @@
+"""BM25 full text: the scores are BM25's, and the statistics stay right through every kind of write."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import bm25s
+import numpy as np
+import pytest
+from django.db import connection, connections, transaction
+
+from knowledge import bm25
+from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.selectors import faq_fulltext_search
+from knowledge.services import (
+    faq_entries_set_status,
+    faq_entry_create,
+    faq_entry_delete,
+    faq_entry_rollback,
+    faq_entry_update,
+    knowledge_base_create,
+)
+
+QUESTIONS = [
+    "How do I reset my password?", "Reset the password of a shared account", "Why was my card charged twice?",
+    "How long does a refund take to reach my card?", "Can I change the delivery address of an order?",
+    "My password reset e-mail never arrives",
+]
+
+
+def _statistics(kb: KnowledgeBase) -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT language, term, entries FROM knowledge_faqtermstat WHERE kb_id = %s AND entries > 0 "
+                       "ORDER BY 1, 2", [kb.pk])
+        terms = cursor.fetchall()
+        cursor.execute("SELECT language, entries, round(total_length::numeric, 6) FROM knowledge_faqcorpusstat "
+                       "WHERE kb_id = %s AND entries > 0 ORDER BY 1", [kb.pk])
+        corpus = cursor.fetchall()
+        cursor.execute("SELECT entry_id, term, round(frequency::numeric, 6), round(entry_length::numeric, 6) "
+                       "FROM knowledge_faqposting WHERE kb_id = %s "
+                       "ORDER BY 1, 2", [kb.pk])
+        postings = cursor.fetchall()
+    return {"terms": terms, "corpus": corpus, "postings": postings}
+
+
+def _assert_statistics_are_exact(kb: KnowledgeBase) -> None:
+    """What the writes kept equals what a rebuild from the entries computes."""
+    kept = _statistics(kb)
+    with transaction.atomic():
+        bm25.knowledge_base_postings_rebuild(kb_id=kb.pk)
+        rebuilt = _statistics(kb)
+        transaction.set_rollback(True)
+    assert kept == rebuilt
+
+
+def _tokens(entry_id: int) -> list[str]:
+    """The entry's terms as Postgres indexed them, each as often as it occurs."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT u.lexeme, cardinality(u.positions) FROM knowledge_faqentry e, "
+                       "unnest(e.search_vector) u WHERE e.id = %s", [entry_id])
+        return [term for term, count in cursor.fetchall() for _ in range(count)]
+
+
+def test_scores_are_bm25_as_bm25s_computes_it(kb: KnowledgeBase) -> None:
+    ids = [faq_entry_create(kb=kb, data={"question": question, "language": "en"}).pk for question in QUESTIONS]
+    retriever = bm25s.BM25(method="lucene", k1=bm25.K1, b=bm25.B)
+    retriever.index([_tokens(entry_id) for entry_id in ids], show_progress=False)
+    query = "password reset not arriving"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT array_agg(lexeme) FROM unnest(to_tsvector('english', %s))", [query])
+        query_tokens = cursor.fetchone()[0]
+    expected = retriever.get_scores(query_tokens)
+
+    hits = faq_fulltext_search(kb=kb, query=query, k=10)
+
+    assert [hit.entry_id for hit in hits] == [ids[i] for i in np.argsort(-expected, kind="stable") if expected[i] > 0]
+    # Lucene's variant leaves out BM25's constant factor (k1 + 1).
+    scores = [hit.score / (bm25.K1 + 1) for hit in hits]
+    assert scores == pytest.approx(sorted(expected[expected > 0], reverse=True), rel=1e-5)
+
+
+def test_fields_are_weighted_and_languages_kept_apart(kb: KnowledgeBase) -> None:
+    in_question = faq_entry_create(kb=kb, data={"question": "退款多久到账", "answer": "原路退回"}).pk
+    in_answer = faq_entry_create(kb=kb, data={"question": "如何申请售后", "answer": "申请后退款多久到账看银行"}).pk
+    faq_entry_create(kb=kb, data={"question": "How long does a refund take?"})
+
+    hits = faq_fulltext_search(kb=kb, query="退款到账要多久", k=5)
+
+    assert [hit.entry_id for hit in hits] == [in_question, in_answer]  # a term in the question outweighs the answer's
+    languages = {row[0] for row in _statistics(kb)["corpus"]}
+    assert languages == {"zh", "en"}
+
+
+def test_statistics_follow_every_kind_of_write(kb: KnowledgeBase) -> None:
+    entries = [faq_entry_create(kb=kb, data={"question": question}) for question in QUESTIONS]
+    _assert_statistics_are_exact(kb)
+
+    faq_entry_update(entry_id=entries[0].pk, expected_version=1,
+                     data={"similar_questions": ["forgot my password"], "summary": "password reset flow",
+                           "answer": "Use the reset link on the sign-in page."})
+    faq_entries_set_status(entry_ids=[entries[1].pk, entries[2].pk], status=FaqStatus.ARCHIVED)
+    faq_entry_create(kb=kb, data={"question": "A draft about passwords", "status": FaqStatus.DRAFT})
+    faq_entry_delete(entry=FaqEntry.objects.get(pk=entries[3].pk))
+    first_revision = entries[0].pk
+    faq_entry_rollback(entry_id=first_revision, version_id=_first_version(entries[0]))
+    _assert_statistics_are_exact(kb)
+    assert not any(row[0] in (entries[1].pk, entries[2].pk, entries[3].pk) for row in _statistics(kb)["postings"])
+
+    faq_entries_set_status(entry_ids=[entries[1].pk], status=FaqStatus.PUBLISHED)
+    _assert_statistics_are_exact(kb)
+
+
+def _first_version(entry: FaqEntry) -> int:
+    from reversion.models import Version
+
+    return Version.objects.get_for_object(entry).order_by("pk").first().pk  # type: ignore[union-attr]
+
+
+def test_a_write_that_rolls_back_leaves_the_statistics_as_they_were(kb: KnowledgeBase) -> None:
+    entry = faq_entry_create(kb=kb, data={"question": "How do I reset my password?"})
+    before = _statistics(kb)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        faq_entry_update(entry_id=entry.pk, expected_version=1, data={"question": "Completely different words"})
+        faq_entry_create(kb=kb, data={"question": "Another new entry"})
+        raise RuntimeError("the request failed after the writes")
+
+    assert _statistics(kb) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_edits_keep_the_statistics_exact() -> None:
+    """GIVEN one knowledge base WHEN four connections create and edit entries with shared terms at the
+    same time THEN no write fails and the statistics equal a rebuild."""
+    kb = knowledge_base_create(slug="busy")
+    seed = [faq_entry_create(kb=kb, data={"question": f"password question {i}"}) for i in range(4)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def writer(number: int) -> None:
+        try:
+            start.wait()
+            for round_ in range(5):
+                faq_entry_create(kb=kb, data={"question": f"password refund card {number} {round_}"})
+                entry = FaqEntry.objects.get(pk=seed[number].pk)
+                faq_entry_update(entry_id=entry.pk, expected_version=entry.version,
+                                 data={"answer": f"card refund password {round_}"})
+        except BaseException as error:  # reported below: a thread's failure must fail the test
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert FaqEntry.objects.filter(kb=kb).count() == 24
+    _assert_statistics_are_exact(kb)
