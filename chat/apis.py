@@ -143,6 +143,12 @@ class AskOutput(AnswerOutput):
     candidates = serializers.ListField(child=serializers.IntegerField(), help_text="Entry ids, best first.")
     thresholds = inline_serializer("Thresholds", {"answer": serializers.FloatField(),
                                                   "suggest": serializers.FloatField()})
+    recall = inline_serializer("RecallStages", {
+        "language": serializers.CharField(help_text="The question's language, which picks the recall settings."),
+        "fusion": serializers.CharField(
+            help_text="How the vector and full-text lists were merged, e.g. \"linear 0.7\", or \"skipped: vector "
+                      "only\" for a language where fusion measured worse than its better input."),
+    })
     cache = serializers.ChoiceField(choices=["hit", "miss", "shared"])
     timings_ms = serializers.DictField(child=serializers.FloatField())
 

@@ -24,10 +24,19 @@ RRF_K = 60
 
 @dataclass(frozen=True)
 class FusionParams:
-    method: Literal["rrf", "linear"]
+    # "vector" / "fulltext": fusion is skipped and that list passes through (for a language where no
+    # fusion measured at least as good as its better input).
+    method: Literal["rrf", "linear", "vector", "fulltext"]
     # Share of the vector list; the full-text list gets 1 - vector_weight.
     vector_weight: float = 0.5
     k: int = RRF_K
+
+    @property
+    def label(self) -> str:
+        """How the answer names the fusion: "linear 0.7", or "skipped: vector only"."""
+        if self.method in ("vector", "fulltext"):
+            return f"skipped: {self.method} only"
+        return f"{self.method} {self.vector_weight}"
 
 
 # bench/retrieval_choices.py (table d, 50 candidates per list): the best MRR@10 among the fusions never
@@ -113,6 +122,8 @@ def linear(
 def fuse_with(
     vector_hits: Sequence[Hit], fulltext_hits: Sequence[Hit], *, params: FusionParams, limit: int | None = None,
 ) -> list[Hit]:
+    if params.method in ("vector", "fulltext"):
+        return list(_first_occurrences(vector_hits if params.method == "vector" else fulltext_hits))[:limit]
     if params.method == "rrf":
         return rrf(vector_hits, fulltext_hits, k=params.k, vector_weight=params.vector_weight, limit=limit)
     return linear(vector_hits, fulltext_hits, vector_weight=params.vector_weight, limit=limit)

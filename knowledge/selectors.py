@@ -160,6 +160,7 @@ class Recall:
     vector_hits: list[Hit]
     fulltext_hits: list[Hit]
     language: str
+    fusion: str  # FusionParams.label: "linear 0.7", or "skipped: vector only" where fusion did not pay
     timings_ms: dict[str, float]
 
 
@@ -173,7 +174,7 @@ def faq_recall(
 ) -> Recall:
     """Hybrid recall: HNSW top-k ∪ full-text top-k, fused with the method measured for the
     query's language, cut to ``limit`` (default: the knowledge base's rerank_k)."""
-    from knowledge.fusion import fuse
+    from knowledge.fusion import fuse, params_for
 
     k = recall_k or kb.recall_k
     timings: dict[str, float] = {}
@@ -197,4 +198,4 @@ def faq_recall(
         candidates.append(Candidate(entry=entries[hit.entry_id], vector=vector_hit, fulltext=fulltext_hit,
                                     fused=hit.score, vector_rank=vector_rank, fulltext_rank=fulltext_rank))
     return Recall(candidates=candidates, vector_hits=vector_hits, fulltext_hits=fulltext_hits, language=language,
-                  timings_ms=timings)
+                  fusion=params_for(language).label, timings_ms=timings)

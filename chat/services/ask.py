@@ -149,6 +149,7 @@ def _compute(kb: KnowledgeBase, params: AskParams) -> tuple[dict[str, Any], bool
                                max_backlog=settings.KB_RERANK_MAX_BACKLOG)
         timings["rerank"] = round((time.perf_counter() - started) * 1000, 2)
     value = compose_answer(kb=kb, params=params, candidates=recall.candidates, outcome=outcome, timings=timings)
+    value["recall"] = {"language": recall.language, "fusion": recall.fusion}
     value["timings_ms"] = timings
     # A degraded answer is shared with identical in-flight asks but never cached: the next ask
     # should get the reranked one.

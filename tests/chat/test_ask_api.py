@@ -13,6 +13,7 @@ import redis
 from pytest_django.fixtures import Settings
 
 from chat.models import AskLog, Question, Ticket
+from knowledge import fusion
 from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.services import faq_entry_create, faq_entry_update
 from rerank.batching import RerankRequest
@@ -37,6 +38,7 @@ def test_answer_is_reranked_with_scores_and_highlight(api: httpx.Client, rerank_
     assert top["external_id"] == "pay-5003"
     assert set(top["scores"]) == {"vector", "keyword", "fused", "rerank"}
     assert 0.0 <= top["scores"]["rerank"] <= 1.0
+    assert body["recall"] == {"language": "zh", "fusion": fusion.params_for("zh").label}
     assert body["cache"] == "miss" and body["ticket"]
     spans = top["highlight"]["spans"]
     assert spans and all(0 <= s["start"] < s["end"] <= len(top["answer"]) for s in spans)

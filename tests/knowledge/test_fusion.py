@@ -92,3 +92,15 @@ def test_one_empty_list_keeps_the_other_order_and_two_give_nothing(method: str) 
     assert order(fusion.fuse_with([], FULLTEXT, params=params)) == [3, 4]
     assert order(fusion.fuse_with(VECTOR, [], params=params)) == [1, 2, 3]
     assert fusion.fuse_with([], [], params=params) == []
+
+
+@pytest.mark.parametrize(("method", "expected", "label"), [
+    ("vector", [1, 2, 3], "skipped: vector only"),
+    ("fulltext", [3, 4], "skipped: fulltext only"),
+    ("linear", [1, 2, 3, 4], "linear 0.7"),
+])
+def test_a_skipped_fusion_passes_one_list_through_and_says_so(method: str, expected: list[int], label: str) -> None:
+    params = fusion.FusionParams(method=method, vector_weight=0.7)  # type: ignore[arg-type]
+
+    assert order(fusion.fuse_with(VECTOR, FULLTEXT, params=params, limit=4)) == expected
+    assert params.label == label
