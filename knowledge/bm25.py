@@ -14,6 +14,9 @@ weighted by the field it occurs in (BM25F with one length per entry)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.db import connection
@@ -26,11 +29,6 @@ QUESTION, SUMMARY, ANSWER = "A", "B", "D"
 FIELD_WEIGHTS = {QUESTION: 1.0, SUMMARY: 1.0, "C": 0.0, ANSWER: 0.3}
 K1 = 1.2
 B = 0.75
-
-
-def entry_language(*, language: str, question: str) -> str:
-    """The corpus an entry's statistics belong to: its language, or the one its question is written in."""
-    return language or ("zh" if kb_text.has_cjk(question) else "en")
 
 
 def search_vector_sql(*, question: str, similar_questions: list[str], summary: str, answer: str,
@@ -77,16 +75,50 @@ def _insert_postings_sql(entries_sql: str) -> str:
     )
 
 
-def faq_entry_postings_refresh(*, entry_id: int, language: str) -> None:
+# Entries whose postings are due, inside ``faq_postings_batched()`` (None outside it).
+_batch: ContextVar[list[int] | None] = ContextVar("postings_batch", default=None)
+
+_LANGUAGE_SQL = ("CASE WHEN language <> '' THEN language "
+                 "WHEN question ~ '[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]' THEN 'zh' ELSE 'en' END")
+
+
+def faq_entry_postings_refresh(*, entry_id: int) -> None:
     """Replace an entry's postings by those of its current ``search_vector`` (none unless published),
     moving the statistics with them. The caller holds the entry's knowledge base row lock."""
+    batch = _batch.get()
+    if batch is not None:
+        batch.append(entry_id)
+    else:
+        _refresh([entry_id])
+
+
+@contextmanager
+def faq_postings_batched() -> Iterator[None]:
+    """Refresh the postings of the entries written inside in two statements at the end, not two per
+    entry: thousands of updates of one statistics row in one transaction leave a chain of row
+    versions that every later update walks, which makes a large import quadratic. Call inside the
+    writes' transaction; a block left by an exception refreshes nothing (it rolls back)."""
+    if _batch.get() is not None:
+        yield
+        return
+    entry_ids: list[int] = []
+    token = _batch.set(entry_ids)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    if entry_ids:
+        _refresh(list(dict.fromkeys(entry_ids)))
+
+
+def _refresh(entry_ids: list[int]) -> None:
     with connection.cursor() as cursor:
-        _remove(cursor, "entry_id = %s", [entry_id])
+        _remove(cursor, "entry_id = ANY(%s)", [entry_ids])
         _, frequency_params = _weighted_frequency_sql()
         cursor.execute(
-            _insert_postings_sql("SELECT id, kb_id, %s::varchar AS language, search_vector FROM knowledge_faqentry "
-                                 "WHERE id = %s AND status = 'published'"),
-            [language, entry_id, *frequency_params],
+            _insert_postings_sql(f"SELECT id, kb_id, {_LANGUAGE_SQL} AS language, search_vector "
+                                 "FROM knowledge_faqentry WHERE id = ANY(%s) AND status = 'published'"),
+            [entry_ids, *frequency_params],
         )
 
 

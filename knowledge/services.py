@@ -207,8 +207,7 @@ def _faq_entry_reindex(entry: FaqEntry) -> None:
     entry.content_hash = new_hash
     # First: the knowledge base's row lock serialises the statistics' writers (knowledge.bm25).
     _knowledge_base_bump_generation(entry.kb_id)
-    bm25.faq_entry_postings_refresh(
-        entry_id=entry.pk, language=bm25.entry_language(language=entry.language, question=entry.question))
+    bm25.faq_entry_postings_refresh(entry_id=entry.pk)
     _embed_after_commit([entry.pk])
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
+from knowledge import bm25
 from knowledge.importing.progress import Progress
 from knowledge.importing.reading import ParsedFile, is_blank
 from knowledge.importing.report import RowAction, RowReport, SimilarEntry
@@ -272,7 +273,7 @@ def apply_rows(
     Embeddings are queued after commit, in batches rather than one task per row, for the rows
     written and for unchanged rows whose entry still has no vector of its text."""
     todo = [item for item in planned if item.report.action in (RowAction.CREATE, RowAction.UPDATE)]
-    with faq_embeddings_batched():
+    with faq_embeddings_batched(), bm25.faq_postings_batched():
         for item in progress(todo, desc="Importing", total=len(todo)):
             report = item.report
             where = f"{label.capitalize()} {report.number}"

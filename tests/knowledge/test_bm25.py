@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 from knowledge import bm25
+from knowledge.importing import faq_entries_import
 from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.selectors import faq_fulltext_search
 from knowledge.services import (
@@ -160,3 +162,17 @@ def test_concurrent_edits_keep_the_statistics_exact() -> None:
     assert errors == []
     assert FaqEntry.objects.filter(kb=kb).count() == 24
     _assert_statistics_are_exact(kb)
+
+
+def test_an_import_refreshes_the_statistics_once_and_exactly(kb: KnowledgeBase) -> None:
+    faq_entry_create(kb=kb, data={"external_id": "1", "question": "How do I reset my password?"})
+    rows = [{"external_id": "1", "question": "How do I reset my password?", "answer": "Use the reset link."},
+            *({"external_id": str(n), "question": question, "status": "draft" if n == 3 else "published"}
+              for n, question in enumerate(QUESTIONS[1:], start=2))]
+
+    report = faq_entries_import(kb=kb, content=json.dumps(rows).encode(), filename="faq.json")
+
+    assert report.counts == {"create": 5, "update": 1, "skip": 0, "error": 0}
+    _assert_statistics_are_exact(kb)
+    assert {row[0] for row in _statistics(kb)["postings"]} == set(
+        FaqEntry.objects.filter(kb=kb, status=FaqStatus.PUBLISHED).values_list("pk", flat=True))
