@@ -185,8 +185,32 @@ def knowledge_base_get_or_create(*, slug: str, language: str | None = None) -> t
     return knowledge_base_create(slug=slug, languages=[language] if language else ["zh", "en"]), True
 
 
+# Knowledge bases whose generation this block already bumped, inside ``faq_writes_batched()``.
+_generation_bumped: ContextVar[set[int] | None] = ContextVar("generation_bumped", default=None)
+
+
 def _knowledge_base_bump_generation(kb_id: int) -> None:
+    bumped = _generation_bumped.get()
+    if bumped is not None and kb_id in bumped:
+        return  # this transaction already holds the row lock and a new generation
     KnowledgeBase.objects.filter(pk=kb_id).update(content_generation=F("content_generation") + 1)
+    if bumped is not None:
+        bumped.add(kb_id)
+
+
+@contextmanager
+def faq_writes_batched() -> Iterator[None]:
+    """For many entry writes in one transaction (imports): the content generation bumped once per
+    knowledge base, BM25 postings refreshed and embeddings queued once at the end. Every update of
+    one row inside a transaction leaves a row version that later reads of the row walk (foreign-key
+    checks of every new posting among them), so one bump per entry made large imports quadratic."""
+    token = _generation_bumped.set(set()) if _generation_bumped.get() is None else None
+    try:
+        with faq_embeddings_batched(), bm25.faq_postings_batched():
+            yield
+    finally:
+        if token is not None:
+            _generation_bumped.reset(token)
 
 
 def _faq_entry_embedding_texts(entry: FaqEntry) -> list[str]:

@@ -10,7 +10,6 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
-from knowledge import bm25
 from knowledge.importing.progress import Progress
 from knowledge.importing.reading import ParsedFile, is_blank
 from knowledge.importing.report import RowAction, RowReport, SimilarEntry
@@ -20,11 +19,11 @@ from knowledge.services import (
     EDITABLE_FIELDS,
     Actor,
     FaqEntryConflict,
-    faq_embeddings_batched,
     faq_entries_queue_missing_embeddings,
     faq_entry_clean,
     faq_entry_create,
     faq_entry_update,
+    faq_writes_batched,
 )
 
 logger = logging.getLogger(__name__)
@@ -273,7 +272,7 @@ def apply_rows(
     Embeddings are queued after commit, in batches rather than one task per row, for the rows
     written and for unchanged rows whose entry still has no vector of its text."""
     todo = [item for item in planned if item.report.action in (RowAction.CREATE, RowAction.UPDATE)]
-    with faq_embeddings_batched(), bm25.faq_postings_batched():
+    with faq_writes_batched():
         for item in progress(todo, desc="Importing", total=len(todo)):
             report = item.report
             where = f"{label.capitalize()} {report.number}"
