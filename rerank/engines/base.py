@@ -71,6 +71,11 @@ class RerankEngine(ABC):
         engines that can score all their pairs in one model call override this."""
         return [self.score(query, documents, instruction=instruction) for query, documents, instruction in requests]
 
+    def warmup_documents(self, documents: list[str]) -> list[str]:
+        """What to score once before serving: a few documents load the model's lazily built parts.
+        Engines that cache per-document work (lite) take them all."""
+        return documents[:8] or ["warm-up"]
+
     @abstractmethod
     def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:
         """Score distinct documents, in their order."""
