@@ -23,7 +23,6 @@ from django.conf import settings
 from django.db import connection
 
 KEY_PREFIX = "kb:rerank:worker:"
-WARMUP_CHUNK = 32  # documents per engine call while warming up
 logger = logging.getLogger(__name__)
 
 # Apps that know which documents will be reranked register them here (in AppConfig.ready); rerank/
@@ -92,16 +91,16 @@ def _load_and_warm(status: _Status) -> None:
         worker_state.should_stop = os.EX_SOFTWARE  # type: ignore[assignment]  # celery types it None; it reads an exit code
         return
     status.engine = {"engine": engine.name, "model": engine.model}
-    documents = engine.warmup_documents(_warmup_documents())
-    status.to_warm, status.state = len(documents), "warming"
+    status.state = "warming"
     started = time.monotonic()
-    for start in range(0, len(documents), WARMUP_CHUNK):
-        chunk = documents[start:start + WARMUP_CHUNK]
-        engine.score(chunk[0], chunk)
-        status.warmed += len(chunk)
+
+    def progress(done: int, total: int) -> None:
+        status.warmed, status.to_warm = done, total
+
+    engine.warm_up(_warmup_documents(), progress=progress)
     status.state = "ready"
-    logger.info("rerank worker ready: %s (%s), warmed with %d documents in %.1fs", engine.name, engine.model,
-                len(documents), time.monotonic() - started)
+    logger.info("rerank worker ready: %s (%s), warmed up with %d documents in %.1fs", engine.name, engine.model,
+                status.to_warm, time.monotonic() - started)
 
 
 _stop = threading.Event()
