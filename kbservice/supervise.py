@@ -204,7 +204,7 @@ class Supervisor:
             watched.crashes = 1 if ran >= STABLE_RUN else watched.crashes + 1
             where = self._display_path(part.log_path)
             if watched.crashes >= CRASH_BUDGET:
-                raise GaveUp(f"{part.name} {how}, its {watched.crashes}th exit in a row within "
+                raise GaveUp(f"{part.name} {how}: it ended {watched.crashes} times in a row, each time within "
                              f"{STABLE_RUN:.0f}s of starting; its last lines ({where}):\n{self._tail(part)}")
             delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (watched.crashes - 1))
             self._log(f"down: {part.name} {how} after {ran:.0f}s (see {where}); restarting in {delay:.0f}s")

@@ -83,11 +83,11 @@ def _load_and_warm(status: _Status) -> None:
     try:
         engine = get_batcher().engine
     except Exception as exc:
-        # Without its engine the worker would take tasks it cannot score: stop it, with the reason,
-        # and let whoever runs it (make up, Docker) restart it or give up.
+        # Without its engine the worker would take tasks it cannot score: stop it, with the reason
+        # as the last line of its log, and let whoever runs it (make up, Docker) restart it or give up.
+        logger.error("loading the rerank engine failed", exc_info=True)
         logger.critical("rerank worker stopping: the %s engine could not load %s: %s: %s",
-                        settings.KB_RERANK_BACKEND, settings.KB_RERANK_MODEL, type(exc).__name__, exc,
-                        exc_info=True)
+                        settings.KB_RERANK_BACKEND, settings.KB_RERANK_MODEL, type(exc).__name__, exc)
         worker_state.should_stop = os.EX_SOFTWARE  # type: ignore[assignment]  # celery types it None; it reads an exit code
         return
     status.engine = {"engine": engine.name, "model": engine.model}
