@@ -1,9 +1,9 @@
 """`make up`: the embedded stack and the product, in the foreground, until Ctrl-C.
 
 Starts (or reattaches to) Postgres+pgvector and Redis with data under var/ (``KB_VAR_DIR``),
-migrates, loads the demo knowledge base, then runs the web server, a CPU Celery worker, the rerank
-Celery worker and Celery beat. Prints the URLs and a ready line once /readyz answers 200, then a
-line whenever readiness is lost or comes back. A part that exits is restarted with back-off
+migrates, loads the demo knowledge base (not with ``KB_DEMO=0``), then runs the web server, a CPU
+Celery worker, the rerank Celery worker and Celery beat. Prints the URLs and a ready line once
+/readyz answers 200, then a line whenever readiness is lost or comes back. A part that exits is restarted with back-off
 (kbservice/supervise.py); one that keeps crashing ends the whole stack with exit code 1. Ctrl-C or
 SIGTERM stops everything it started: processes first, then Redis, then Postgres.
 """
@@ -142,9 +142,10 @@ def main() -> int:
             subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env={**env, **extra_env}, check=True)
 
         manage("migrate", "--no-input", "-v", "0")
-        manage("kb_load_demo")
-        # Demo users (passwords printed once, when created) and the /demo/ page's widget key for this origin.
-        manage("kb_setup_demo_access", KB_HOST=host, KB_PORT=str(port))
+        if os.environ.get("KB_DEMO", "1") != "0":
+            manage("kb_load_demo")
+            # Demo users (passwords printed once, when created) and the /demo/ page's widget key for this origin.
+            manage("kb_setup_demo_access", KB_HOST=host, KB_PORT=str(port))
         for name, args in product_processes(host=host, port=port).items():
             log_path = VAR_DIR / "log" / f"{name}.log"
             stack.start_process(ChildProcess(name, args, cwd=BASE_DIR, env=env, log_path=log_path))
