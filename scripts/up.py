@@ -92,8 +92,8 @@ class ReadinessWatcher(threading.Thread):
             except (ValueError, KeyError):
                 return {"web": f"/readyz answered {exc.code}"}
             return {name: check.get("error", "") for name, check in checks.items() if not check.get("ok")}
-        except OSError as exc:
-            return {"web": f"not answering ({exc})"}
+        except OSError as exc:  # down, or every thread busy: either way it cannot serve now
+            return {"web": f"/readyz did not answer ({exc})"}
 
     def stop(self) -> None:
         self._stopping.set()

@@ -78,6 +78,7 @@ class RerankEngine(ABC):
         self._score_in_chunks(documents[:WARMUP_CHUNK] or ["warm-up"], progress)
 
     def _score_in_chunks(self, documents: list[str], progress: Callable[[int, int], None]) -> None:
+        progress(0, len(documents))
         for start in range(0, len(documents), WARMUP_CHUNK):
             chunk = documents[start:start + WARMUP_CHUNK]
             self.score(chunk[0], chunk)

@@ -37,12 +37,12 @@ class HealthzProbe(threading.Thread):
     def __init__(self, base_url: str) -> None:
         super().__init__(daemon=True, name="healthz-probe")
         self._client = httpx.Client(base_url=base_url, timeout=5)
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.probes = 0
         self.failures: list[str] = []
 
     def run(self) -> None:
-        while not self._stop.wait(0.2):
+        while not self._stopping.wait(0.2):
             try:
                 status = self._client.get("/healthz").status_code
             except httpx.HTTPError as exc:
@@ -53,7 +53,7 @@ class HealthzProbe(threading.Thread):
                 self.failures.append(str(status))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join()
         self._client.close()
 
