@@ -126,7 +126,8 @@ class RerankStatusOutput(serializers.Serializer):
     model = serializers.CharField()
     status = serializers.ChoiceField(choices=["ok", "degraded", "skipped"])
     reason = serializers.CharField(
-        required=False, help_text="Why the answer is degraded: timeout, backlog, broker_unavailable or error.")
+        required=False, help_text="Why the answer is degraded: timeout, backlog, worker_lost (the rerank worker died "
+                  "while scoring), broker_unavailable or error.")
     late = serializers.BooleanField(required=False, help_text="Reranked after a degraded answer.")
 
 

@@ -56,9 +56,11 @@ def exit_description(code: int) -> str:
 class ChildProcess:
     """A command of the product (web, a worker, beat) in its own session, its output in ``log_path``."""
 
-    def __init__(self, name: str, args: list[str], *, cwd: Path, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, args: list[str], *, cwd: Path, env: dict[str, str], log_path: Path,
+                 on_exit: Callable[[], None] = lambda: None) -> None:
         self.name = name
         self.log_path = log_path
+        self._on_exit = on_exit
         self._args = args
         self._cwd = cwd
         self._env = env
@@ -82,6 +84,7 @@ class ChildProcess:
             return None
         # Pool children of a killed Celery worker outlive it, still holding tasks: end them too.
         self._kill_group()
+        self._on_exit()
         return exit_description(self._process.returncode)
 
     def terminate(self) -> None:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import redis
 from celery.canvas import Signature
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
@@ -16,6 +17,7 @@ from django.conf import settings
 from kbservice.celery import celery_queue_lengths
 from kbservice.metrics.recording import record_rerank
 from rerank.batching import RerankRequest
+from rerank.heartbeat import rerank_workers_seen
 from rerank.tasks import rerank_score_task
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class RerankOutcome:
 
 # Clock skew between the caller's and the worker's hosts that an expiry tolerates.
 EXPIRY_MARGIN_SECONDS = 2.0
+# How often a caller that gives up on lost workers looks at their heartbeats while it waits.
+WORKER_CHECK_SECONDS = 1.0
 
 
 def size_problem(requests: list[RerankRequest]) -> str | None:
@@ -65,16 +69,20 @@ def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = Non
 
 def rerank_score(
     *, requests: list[RerankRequest], timeout: float | None = None, link: Signature | None = None,
-    max_backlog: int = 0,
+    max_backlog: int = 0, give_up_on_lost_workers: bool = False,
 ) -> RerankOutcome:
     """Rerank through the worker; past ``timeout`` (default KB_RERANK_TIMEOUT) give up waiting.
 
     The task is not revoked on timeout: with ``link`` its late result still reaches whoever
     asked for it (e.g. to update a stored answer). With ``max_backlog``, a caller that can do
     without scores does not queue behind that many waiting requests: it would only time out, holding
-    its web thread meanwhile (reason "backlog")."""
+    its web thread meanwhile (reason "backlog"). With ``give_up_on_lost_workers`` it also stops
+    waiting as soon as every rerank worker that was up when it asked has gone (reason
+    "worker_lost"): a killed worker's web threads are free again in about a second, not at the
+    deadline, so the web keeps answering (``/readyz`` included) while it restarts."""
     started = time.perf_counter()
-    outcome = _backlogged(max_backlog) or _rerank_round_trip(requests=requests, timeout=timeout, link=link)
+    outcome = _backlogged(max_backlog) or _rerank_round_trip(requests=requests, timeout=timeout, link=link,
+                                                             give_up_on_lost_workers=give_up_on_lost_workers)
     record_rerank(outcome=outcome.status if outcome.status == "ok" else outcome.reason,
                   seconds=time.perf_counter() - started)
     return outcome
@@ -93,8 +101,34 @@ def _backlogged(max_backlog: int) -> RerankOutcome | None:
     return RerankOutcome(status="unavailable", reason="backlog")
 
 
+def _workers_up() -> bool | None:
+    """Whether any rerank worker beats on this process's queue; None when Redis cannot tell."""
+    try:
+        return bool(rerank_workers_seen())
+    except redis.RedisError:
+        return None
+
+
+def _wait_for_result(result: AsyncResult, *, wait: float, give_up_on_lost_workers: bool) -> dict[str, Any] | str:
+    """The task's value, or why we stopped waiting ("timeout", "worker_lost")."""
+    deadline = time.monotonic() + wait
+    # Only workers seen now can be lost: with none up, the task waits for one to (re)start.
+    watching = give_up_on_lost_workers and _workers_up() is True
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            value: dict[str, Any] = result.get(timeout=min(remaining, WORKER_CHECK_SECONDS) if watching else remaining,
+                                               propagate=True, disable_sync_subtasks=False)
+            return value
+        except CeleryTimeoutError:
+            if time.monotonic() >= deadline:
+                return "timeout"
+            if watching and _workers_up() is False:
+                return "worker_lost"
+
+
 def _rerank_round_trip(
-    *, requests: list[RerankRequest], timeout: float | None, link: Signature | None,
+    *, requests: list[RerankRequest], timeout: float | None, link: Signature | None, give_up_on_lost_workers: bool,
 ) -> RerankOutcome:
     wait = settings.KB_RERANK_TIMEOUT if timeout is None else timeout
     # Without a link nobody wants the result once we stop waiting. Expiring then lets a worker that
@@ -107,12 +141,12 @@ def _rerank_round_trip(
         logger.warning("rerank not queued: %s", exc)
         return RerankOutcome(status="unavailable", reason="broker_unavailable")
     try:
-        value: dict[str, Any] = result.get(timeout=wait, propagate=True, disable_sync_subtasks=False)
-    except CeleryTimeoutError:
-        return RerankOutcome(status="unavailable", task_id=result.id, reason="timeout")
+        value = _wait_for_result(result, wait=wait, give_up_on_lost_workers=give_up_on_lost_workers)
     except Exception as exc:  # the engine failed, or the result backend went away
         logger.warning("rerank failed: %s", exc)
         return RerankOutcome(status="unavailable", task_id=result.id, reason="error")
+    if isinstance(value, str):
+        return RerankOutcome(status="unavailable", task_id=result.id, reason=value)
     with contextlib.suppress(Exception):
         result.forget()  # the caller has it; don't keep it in Redis for CELERY_RESULT_EXPIRES
     return RerankOutcome(status="ok", scores=value["scores"], engine=value["engine"], model=value["model"],

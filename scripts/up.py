@@ -19,14 +19,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 from types import FrameType
+
+from celery.utils.nodenames import host_format
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from kbservice.embedded import VAR_DIR, clear_services, write_services  # noqa: E402  (needs the checkout on sys.path)
 from kbservice.supervise import ChildProcess, GaveUp, PostgresPart, RedisPart, Supervisor  # noqa: E402
+from rerank.heartbeat import rerank_worker_forget  # noqa: E402
 
 PYTHON = sys.executable
 READY_TIMEOUT = float(os.environ.get("KB_READY_TIMEOUT", "300"))
@@ -43,6 +47,10 @@ def shown(path: Path) -> str:
     return str(path.relative_to(BASE_DIR)) if path.is_relative_to(BASE_DIR) else str(path)
 
 
+def rerank_node(port: int) -> str:
+    return f"rerank-{port}@%h"  # %h: Celery puts the host name in
+
+
 def product_processes(*, host: str, port: int) -> dict[str, list[str]]:
     celery = [PYTHON, "-m", "celery", "-A", "kbservice"]
     concurrency = os.environ.get("KB_RERANK_CONCURRENCY", "16")
@@ -53,7 +61,7 @@ def product_processes(*, host: str, port: int) -> dict[str, list[str]]:
         # One process holds the reranker; its threads feed the micro-batcher (a prefork child is
         # daemonic and could not start vLLM's engine process).
         "rerank": [*celery, "worker", "-Q", rerank_queue, "-P", "threads", "-c", concurrency,
-                   "--prefetch-multiplier", "1", "-n", f"rerank-{port}@%h", "-l", "INFO"],
+                   "--prefetch-multiplier", "1", "-n", rerank_node(port), "-l", "INFO"],
         "beat": [*celery, "beat", "-s", str(VAR_DIR / "run" / "celerybeat-schedule"), "-l", "INFO"],
     }
 
@@ -146,9 +154,12 @@ def main() -> int:
             manage("kb_load_demo")
             # Demo users (passwords printed once, when created) and the /demo/ page's widget key for this origin.
             manage("kb_setup_demo_access", KB_HOST=host, KB_PORT=str(port))
+        # A dead rerank worker is reported (and given up on by the asks waiting for it) at once.
+        forget_rerank = partial(rerank_worker_forget, redis_url=redis_url, hostname=host_format(rerank_node(port)))
         for name, args in product_processes(host=host, port=port).items():
             log_path = VAR_DIR / "log" / f"{name}.log"
-            stack.start_process(ChildProcess(name, args, cwd=BASE_DIR, env=env, log_path=log_path))
+            stack.start_process(ChildProcess(name, args, cwd=BASE_DIR, env=env, log_path=log_path,
+                                             on_exit=forget_rerank if name == "rerank" else lambda: None))
         # Ready includes the rerank worker's warm-up: the first questions are reranked, not degraded.
         watcher.start()
         supervise_until_ready(stack, watcher)

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.helpers import wait_until
 from tests.reliability.load import AskLoad
+from tests.reliability.test_import_interrupted import faq_csv
 from tests.reliability.test_rerank_worker_killed import unfinished_tasks
 from tests.reliability.up_stack import UpStack, readyz, wait_for_readyz
 
@@ -209,6 +211,37 @@ def test_asks_keep_answering_uncached_while_redis_is_down_and_are_cached_again_a
     api.post("/api/v1/ask", json={"kb": "demo", "question": question})
     assert api.post("/api/v1/ask", json={"kb": "demo", "question": question}).json()["cache"] == "hit"
     assert healthz.failures == []
+
+
+def embedded_entries(stack: UpStack, kb: str) -> tuple[int, int]:
+    """(entries, entries with a vector of their current text) of a knowledge base of the stack."""
+    with psycopg.connect(stack.services()["DATABASE_URL"]) as conn:
+        row = conn.execute(
+            """SELECT count(*), count(m.id) FROM knowledge_faqentry e
+               JOIN knowledge_knowledgebase k ON k.id = e.kb_id
+               LEFT JOIN knowledge_faqembedding m
+                 ON m.entry_id = e.id AND m.model = k.embed_model AND m.content_hash = e.content_hash
+               WHERE k.slug = %s""", [kb]).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_an_import_whose_embeddings_are_cut_off_by_a_cpu_worker_crash_completes_after_its_restart(
+    stack: UpStack, tmp_path: Path,
+) -> None:
+    """GIVEN an import of 300 entries, committed, whose embeddings the CPU worker is computing
+    WHEN the CPU worker is SIGKILLed half-way
+    THEN make up restarts it and every entry gets its vector: the batches the dead worker held are
+    handed to its successor once unacknowledged for KB_BROKER_VISIBILITY_TIMEOUT."""
+    path = tmp_path / "bulk.csv"
+    path.write_bytes(faq_csv(300))
+    stack.manage("kb_import", str(path), "--kb", "bulk", "--language", "zh")
+    wait_until(lambda: embedded_entries(stack, "bulk")[1] > 0, timeout=120, interval=0.1)
+    stack.kill("-Q default")
+    entries, embedded_at_kill = embedded_entries(stack, "bulk")
+    assert entries == 300 and embedded_at_kill < entries
+    wait_until(lambda: embedded_entries(stack, "bulk") == (300, 300), timeout=400, interval=2)
+    print(f"\n{embedded_at_kill} of 300 entries embedded when the CPU worker was killed; all 300 after its restart")
 
 
 def test_a_rerank_worker_that_cannot_load_its_model_ends_make_up_after_its_retry_budget(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ folder of its own (``KB_VAR_DIR``), so it never touches the developer's stack or
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -47,6 +48,10 @@ class UpStack:
 
     def lines(self, pattern: str) -> list[str]:
         return [line for line in self.output().splitlines() if re.search(pattern, line)]
+
+    def services(self) -> dict[str, str]:
+        """DATABASE_URL and REDIS_URL of the running stack."""
+        return dict(json.loads((self.var_dir / "run" / "services.json").read_text()))
 
     def wait_ready(self, timeout: float = 600) -> None:
         wait_until(lambda: "ready: kbservice is serving" in self.output() or self.process.poll() is not None,
