@@ -80,24 +80,22 @@ def _warmup_documents() -> list[str]:
 def _load_and_warm(status: _Status) -> None:
     from rerank.worker import get_batcher
 
+    def progress(done: int, total: int) -> None:
+        status.state, status.warmed, status.to_warm = "warming", done, total
+
+    started = time.monotonic()
     try:
         engine = get_batcher().engine
+        status.engine = {"engine": engine.name, "model": engine.model}
+        engine.warm_up(_warmup_documents(), progress=progress)
     except Exception as exc:
-        # Without its engine the worker would take tasks it cannot score: stop it, with the reason
-        # as the last line of its log, and let whoever runs it (make up, Docker) restart it or give up.
-        logger.error("loading the rerank engine failed", exc_info=True)
+        # An engine that cannot load or score would take tasks it cannot serve: stop the worker, the
+        # reason last in its log, and let whoever runs it (make up, Docker) restart it or give up.
+        logger.error("the rerank engine failed to start", exc_info=True)
         logger.critical("rerank worker stopping: the %s engine could not load %s: %s: %s",
                         settings.KB_RERANK_BACKEND, settings.KB_RERANK_MODEL, type(exc).__name__, exc)
-        worker_state.should_stop = os.EX_SOFTWARE  # type: ignore[assignment]  # celery types it None; it reads an exit code
+        worker_state.should_stop = os.EX_SOFTWARE  # type: ignore[assignment]  # an exit code, typed None
         return
-    status.engine = {"engine": engine.name, "model": engine.model}
-    status.state = "warming"
-    started = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        status.warmed, status.to_warm = done, total
-
-    engine.warm_up(_warmup_documents(), progress=progress)
     status.state = "ready"
     logger.info("rerank worker ready: %s (%s), warmed up with %d documents in %.1fs", engine.name, engine.model,
                 status.to_warm, time.monotonic() - started)
