@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import threading
 import unicodedata
@@ -216,16 +217,20 @@ class LiteEngine(RerankEngine):
         KB_RERANK_TIMEOUT. The vectors are kept in ``cache_dir`` between runs: embedding a knowledge
         base takes minutes on a CPU, and a restarted worker must be ready again in seconds."""
         path = self._cache_path()
-        if path is not None and path.exists():
-            with np.load(path, allow_pickle=False) as stored:
-                texts = [str(text) for text in stored["texts"]]
-                self.passage_cache.preload(dict(zip(texts, stored["vectors"], strict=True)))
+        if path is not None:
+            try:
+                with np.load(path, allow_pickle=False) as stored:
+                    texts = [str(text) for text in stored["texts"]]
+                    self.passage_cache.preload(dict(zip(texts, stored["vectors"], strict=True)))
+            except (OSError, ValueError, KeyError):  # none yet, or unreadable: embed everything
+                pass
         known = len(self.passage_cache.snapshot())
         self._score_in_chunks(documents or ["warm-up"], progress)
         vectors = self.passage_cache.snapshot()
         if path is not None and len(vectors) > known:
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial.npz")  # replaced whole: a killed worker leaves no torn file
+            # Written aside, then renamed over: a killed worker, or two saving at once, leave no torn file.
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
             np.savez(partial, texts=np.array(list(vectors)), vectors=np.stack(list(vectors.values())))
             partial.replace(path)
 
