@@ -150,7 +150,8 @@ def main() -> int:
             subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env={**env, **extra_env}, check=True)
 
         manage("migrate", "--no-input", "-v", "0")
-        if os.environ.get("KB_DEMO", "1") != "0":
+        demo = os.environ.get("KB_DEMO", "1") != "0"
+        if demo:
             manage("kb_load_demo")
             # Demo users (passwords printed once, when created) and the /demo/ page's widget key for this origin.
             manage("kb_setup_demo_access", KB_HOST=host, KB_PORT=str(port))
@@ -164,8 +165,9 @@ def main() -> int:
         watcher.start()
         supervise_until_ready(stack, watcher)
         log(f"web       {base}/")
-        log(f"demo      {base}/demo/  (the chat widget on the demo knowledge base)")
-        log(f"console   {base}/console/  (sign in as demo-agent / demo-manager / demo-admin)")
+        if demo:
+            log(f"demo      {base}/demo/  (the chat widget on the demo knowledge base)")
+            log(f"console   {base}/console/  (sign in as demo-agent / demo-manager / demo-admin)")
         log(f"admin     {base}/admin/")
         log(f"API docs  {base}/api/docs/")
         log(f"ready: kbservice is serving on {base} (logs in {shown(VAR_DIR / 'log')}; Ctrl-C stops everything)")
