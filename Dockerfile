@@ -24,6 +24,8 @@ RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC"
 RUN KB_ENV=production KB_SECRET_KEY=build-only KB_ALLOWED_HOSTS=localhost \
     python manage.py collectstatic --no-input -v 0
 USER kb
+# Celery beat's schedule file (a named volume in compose: it inherits this folder's owner).
+RUN mkdir -p /home/kb/beat
 EXPOSE 8000
 ENV KB_WEB_WORKERS=4
 CMD ["gunicorn", "kbservice.wsgi", "--bind", "0.0.0.0:8000"]

@@ -126,7 +126,9 @@ class RerankStatusOutput(serializers.Serializer):
     model = serializers.CharField()
     status = serializers.ChoiceField(choices=["ok", "degraded", "skipped"])
     reason = serializers.CharField(
-        required=False, help_text="Why the answer is degraded: timeout, backlog, broker_unavailable or error.")
+        required=False,
+        help_text="Why the answer is degraded: timeout, backlog, no_worker (no rerank worker was ready, or the last "
+                  "one died while it waited), broker_unavailable or error.")
     late = serializers.BooleanField(required=False, help_text="Reranked after a degraded answer.")
 
 

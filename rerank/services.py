@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import redis
 from celery.canvas import Signature
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
@@ -16,6 +17,7 @@ from django.conf import settings
 from kbservice.celery import celery_queue_lengths
 from kbservice.metrics.recording import record_rerank
 from rerank.batching import RerankRequest
+from rerank.heartbeat import rerank_workers_alive
 from rerank.tasks import rerank_score_task
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ class RerankOutcome:
 
 # Clock skew between the caller's and the worker's hosts that an expiry tolerates.
 EXPIRY_MARGIN_SECONDS = 2.0
+# How often a caller that can do without scores looks at the workers' heartbeats.
+WORKER_CHECK_SECONDS = 1.0
 
 
 def size_problem(requests: list[RerankRequest]) -> str | None:
@@ -65,16 +69,20 @@ def rerank_submit(*, requests: list[RerankRequest], link: Signature | None = Non
 
 def rerank_score(
     *, requests: list[RerankRequest], timeout: float | None = None, link: Signature | None = None,
-    max_backlog: int = 0,
+    max_backlog: int = 0, degrade_without_workers: bool = False,
 ) -> RerankOutcome:
     """Rerank through the worker; past ``timeout`` (default KB_RERANK_TIMEOUT) give up waiting.
 
     The task is not revoked on timeout: with ``link`` its late result still reaches whoever
-    asked for it (e.g. to update a stored answer). With ``max_backlog``, a caller that can do
-    without scores does not queue behind that many waiting requests: it would only time out, holding
-    its web thread meanwhile (reason "backlog")."""
+    asked for it (e.g. to update a stored answer). A caller that can do without scores does not
+    hold its web thread for a rerank that can only time out: with ``max_backlog`` it does not queue
+    behind that many waiting requests (reason "backlog"); with ``degrade_without_workers`` it does
+    not queue when no rerank worker is ready, and stops waiting when the last one goes (reason
+    "no_worker"), so a killed worker does not pile asks up in the web while it restarts."""
     started = time.perf_counter()
-    outcome = _backlogged(max_backlog) or _rerank_round_trip(requests=requests, timeout=timeout, link=link)
+    outcome = (_backlogged(max_backlog) or (_no_worker() if degrade_without_workers else None)
+               or _rerank_round_trip(requests=requests, timeout=timeout, link=link,
+                                     degrade_without_workers=degrade_without_workers))
     record_rerank(outcome=outcome.status if outcome.status == "ok" else outcome.reason,
                   seconds=time.perf_counter() - started)
     return outcome
@@ -93,8 +101,48 @@ def _backlogged(max_backlog: int) -> RerankOutcome | None:
     return RerankOutcome(status="unavailable", reason="backlog")
 
 
+_workers_ready_at: dict[str, tuple[float, bool]] = {}
+
+
+def _workers_ready() -> bool:
+    """Whether a rerank worker on this process's queue is ready, as its heartbeats said at most
+    WORKER_CHECK_SECONDS ago (one look per process and second, not per ask: it scans Redis keys).
+    True when Redis cannot tell: the broker's own failure is reported where the task is sent."""
+    queue = settings.KB_RERANK_QUEUE
+    now = time.monotonic()
+    looked_at, ready = _workers_ready_at.get(queue, (-WORKER_CHECK_SECONDS, True))
+    if now - looked_at >= WORKER_CHECK_SECONDS:
+        try:
+            ready = bool(rerank_workers_alive())
+        except redis.RedisError:
+            ready = True
+        _workers_ready_at[queue] = (now, ready)
+    return ready
+
+
+def _no_worker() -> RerankOutcome | None:
+    return None if _workers_ready() else RerankOutcome(status="unavailable", reason="no_worker")
+
+
+def _wait_for_result(result: AsyncResult, *, wait: float, degrade_without_workers: bool) -> dict[str, Any] | str:
+    """The task's value, or why we stopped waiting ("timeout", "no_worker")."""
+    deadline = time.monotonic() + wait
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            value: dict[str, Any] = result.get(
+                timeout=min(remaining, WORKER_CHECK_SECONDS) if degrade_without_workers else remaining,
+                propagate=True, disable_sync_subtasks=False)
+            return value
+        except CeleryTimeoutError:
+            if time.monotonic() >= deadline:
+                return "timeout"
+            if degrade_without_workers and not _workers_ready():
+                return "no_worker"
+
+
 def _rerank_round_trip(
-    *, requests: list[RerankRequest], timeout: float | None, link: Signature | None,
+    *, requests: list[RerankRequest], timeout: float | None, link: Signature | None, degrade_without_workers: bool,
 ) -> RerankOutcome:
     wait = settings.KB_RERANK_TIMEOUT if timeout is None else timeout
     # Without a link nobody wants the result once we stop waiting. Expiring then lets a worker that
@@ -107,12 +155,12 @@ def _rerank_round_trip(
         logger.warning("rerank not queued: %s", exc)
         return RerankOutcome(status="unavailable", reason="broker_unavailable")
     try:
-        value: dict[str, Any] = result.get(timeout=wait, propagate=True, disable_sync_subtasks=False)
-    except CeleryTimeoutError:
-        return RerankOutcome(status="unavailable", task_id=result.id, reason="timeout")
+        value = _wait_for_result(result, wait=wait, degrade_without_workers=degrade_without_workers)
     except Exception as exc:  # the engine failed, or the result backend went away
         logger.warning("rerank failed: %s", exc)
         return RerankOutcome(status="unavailable", task_id=result.id, reason="error")
+    if isinstance(value, str):
+        return RerankOutcome(status="unavailable", task_id=result.id, reason=value)
     with contextlib.suppress(Exception):
         result.forget()  # the caller has it; don't keep it in Redis for CELERY_RESULT_EXPIRES
     return RerankOutcome(status="ok", scores=value["scores"], engine=value["engine"], model=value["model"],

@@ -146,7 +146,7 @@ def _compute(kb: KnowledgeBase, params: AskParams) -> tuple[dict[str, Any], bool
         documents = [faq_rerank_document(candidate.entry) for candidate in recall.candidates]
         outcome = rerank_score(requests=[RerankRequest(query=params.question, documents=documents,
                                                        instruction=params.instruction or kb.rerank_instruction)],
-                               max_backlog=settings.KB_RERANK_MAX_BACKLOG)
+                               max_backlog=settings.KB_RERANK_MAX_BACKLOG, degrade_without_workers=True)
         timings["rerank"] = round((time.perf_counter() - started) * 1000, 2)
     value = compose_answer(kb=kb, params=params, candidates=recall.candidates, outcome=outcome, timings=timings)
     value["recall"] = {"language": recall.language, "fusion": recall.fusion}

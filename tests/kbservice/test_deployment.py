@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from kbservice.embedded import BASE_DIR
 from tests.helpers import wait_until
@@ -88,16 +89,19 @@ def test_bad_setting_values_are_refused_by_name(name: str, value: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is installed by make")
-def test_docker_compose_file_is_valid_and_reserves_a_gpu_for_rerank() -> None:
+def test_docker_compose_file_is_valid_reserves_a_gpu_for_rerank_and_restarts_every_service() -> None:
     env = {**os.environ, "KB_SECRET_KEY": "s", "POSTGRES_PASSWORD": "p", "KB_ALLOWED_HOSTS": "kb.example.com"}
     result = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config"], cwd=BASE_DIR, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     config = result.stdout
-    for service in ("postgres:", "redis:", "web:", "worker:", "rerank:"):
-        assert f"\n  {service}" in config
+    services = yaml.safe_load(config)["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "rerank", "beat"}
     assert "capabilities:\n              - gpu" in config or "- gpu" in config
-    assert config.count("healthcheck:") >= 5
+    # Every long-running service is restarted when it exits and says whether it is healthy.
+    for name, service in services.items():
+        if name != "migrate":
+            assert service["restart"] == "unless-stopped" and service["healthcheck"]["test"], name
 
     missing = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config", "-q"], cwd=BASE_DIR,
                              env={k: v for k, v in env.items() if k != "KB_SECRET_KEY"},

@@ -123,11 +123,9 @@ def test_an_answer_a_cache_hit_and_a_degraded_ask_move_the_counters_exactly(
         assert moved(after_hit, after_degraded, "kbservice_asks_total",
                      kb=KB, decision="suggest", cache="miss", rerank="degraded") == 1
         assert asks_moved(after_hit, after_degraded) == 1
-        assert moved(after_hit, after_degraded, "kbservice_rerank_requests_total", outcome="timeout") == 1
-        # The caller waited out the deadline (a CPU worker's late rerank may add its own observation).
-        assert moved(after_hit, after_degraded, "kbservice_rerank_duration_seconds_sum") >= 1.0
-        # Its rerank request still waits for a worker, and none serves that queue.
-        assert value(after_degraded, "kbservice_celery_queue_length", queue=UNCONSUMED_QUEUE) == 1
+        # No worker is ready on that queue: the ask did not queue a rerank, nor wait for one.
+        assert moved(after_hit, after_degraded, "kbservice_rerank_requests_total", outcome="no_worker") == 1
+        assert value(after_degraded, "kbservice_celery_queue_length", queue=UNCONSUMED_QUEUE) == 0
         assert value(after_degraded, "kbservice_rerank_workers") == 0
     finally:
         redis_client.delete(UNCONSUMED_QUEUE)

