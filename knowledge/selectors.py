@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,18 +55,28 @@ class SearchFilters:
         return "".join(f" AND {clause}" for clause in clauses), params
 
 
+def _with_excluded(filter_sql: tuple[str, list[Any]], exclude_entry_ids: Sequence[int]) -> tuple[str, list[Any]]:
+    """Leave entries out of a search: how evaluation and calibration ask a question whose answer is
+    missing from the knowledge base (a no-answer question) without editing the base."""
+    if not exclude_entry_ids:
+        return filter_sql
+    sql, params = filter_sql
+    return f"{sql} AND e.id <> ALL(%s)", [*params, list(exclude_entry_ids)]
+
+
 def faq_entries_published(*, kb: KnowledgeBase) -> QuerySet[FaqEntry]:
     return FaqEntry.objects.filter(kb=kb, status=FaqStatus.PUBLISHED)
 
 
 def faq_vector_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None, exact: bool = False,
+    exclude_entry_ids: Sequence[int] = (),
 ) -> list[Hit]:
     """Published entries nearest to ``query`` by cosine similarity (HNSW unless ``exact``)."""
     embedder = get_embedder(kb.embed_model)
     vector = embedder.embed_queries([query])[0].tolist()
     expression = vector_expression(kb.embed_dimensions)
-    filter_sql, filter_params = (filters or SearchFilters()).sql()
+    filter_sql, filter_params = _with_excluded((filters or SearchFilters()).sql(), exclude_entry_ids)
     sql = (
         f"SELECT m.entry_id, 1 - ({expression} <=> %s::vector({kb.embed_dimensions})) AS similarity "
         "FROM knowledge_faqembedding m JOIN knowledge_faqentry e ON e.id = m.entry_id "
@@ -87,13 +98,14 @@ def faq_vector_search(
 
 def faq_fulltext_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None,
+    exclude_entry_ids: Sequence[int] = (),
 ) -> list[Hit]:
     """Published entries sharing words with ``query``, ranked by ts_rank_cd.
 
     Any word may match (OR): customers' questions are colloquial and rarely contain every word
     of the entry, so AND semantics would find nothing for most of them."""
     segmented = kb_text.segment(query)
-    filter_sql, filter_params = (filters or SearchFilters()).sql()
+    filter_sql, filter_params = _with_excluded((filters or SearchFilters()).sql(), exclude_entry_ids)
     sql = (
         "WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, ' & ', ' | '), '')::tsquery AS tsq) "
         "SELECT e.id, ts_rank_cd(e.search_vector, q.tsq, 32) AS rank FROM knowledge_faqentry e, q "
@@ -156,7 +168,7 @@ def query_language(query: str) -> str:
 
 def faq_recall(
     *, kb: KnowledgeBase, query: str, filters: SearchFilters | None = None, recall_k: int | None = None,
-    limit: int | None = None,
+    limit: int | None = None, exclude_entry_ids: Sequence[int] = (),
 ) -> Recall:
     """Hybrid recall: HNSW top-k ∪ full-text top-k, fused with the method measured for the
     query's language, cut to ``limit`` (default: the knowledge base's rerank_k)."""
@@ -165,10 +177,11 @@ def faq_recall(
     k = recall_k or kb.recall_k
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    vector_hits = faq_vector_search(kb=kb, query=query, k=k, filters=filters)
+    vector_hits = faq_vector_search(kb=kb, query=query, k=k, filters=filters, exclude_entry_ids=exclude_entry_ids)
     timings["vector"] = round((time.perf_counter() - started) * 1000, 2)
     started = time.perf_counter()
-    fulltext_hits = faq_fulltext_search(kb=kb, query=query, k=k, filters=filters)
+    fulltext_hits = faq_fulltext_search(kb=kb, query=query, k=k, filters=filters,
+                                        exclude_entry_ids=exclude_entry_ids)
     timings["fulltext"] = round((time.perf_counter() - started) * 1000, 2)
     language = query_language(query)
     fused = fuse(vector_hits, fulltext_hits, language=language, limit=limit or kb.rerank_k)
