@@ -156,7 +156,7 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
 
 @admin.register(KnowledgeBase)
 class KnowledgeBaseAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "entry_count", "embed_model", "answer_threshold", "suggest_threshold")
+    list_display = ("slug", "name", "entry_count", "embed_model", "target_precision", "suggest_threshold")
     search_fields = ("slug", "name")
     readonly_fields = ("embed_model", "embed_dimensions", "pending_embed_model", "embedding_progress",
                        "content_generation", "created_at", "updated_at")

@@ -37,7 +37,7 @@ def _lower_one_miss(trials: int, confidence: float) -> float:
 def test_lower_bound_matches_the_closed_forms() -> None:
     # All n right: the bound solves x^n = 1 − confidence.
     assert clopper_pearson_lower(successes=29, trials=29, confidence=0.95) == pytest.approx(0.05 ** (1 / 29), abs=1e-9)
-    assert 0.05 ** (1 / 29) == pytest.approx(0.90185, abs=1e-5)
+    assert clopper_pearson_lower(successes=29, trials=29, confidence=0.95) == pytest.approx(0.90185, abs=1e-5)
     assert clopper_pearson_lower(successes=28, trials=28, confidence=0.95) == pytest.approx(0.89853, abs=1e-5)
     # One wrong of 50.
     assert clopper_pearson_lower(successes=49, trials=50, confidence=0.95) == pytest.approx(
