@@ -3,9 +3,12 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from pgvector.django import VectorField
 
+# A target below one half would certify answers that are more often wrong than right.
+TARGET_RANGE = [MinValueValidator(0.5), MaxValueValidator(0.999)]
 DEFAULT_INSTRUCTION = "Given a customer's support question, judge whether the FAQ entry solves it"
 
 
@@ -24,8 +27,10 @@ class KnowledgeBase(models.Model):
     # The answer threshold is not set by hand: it comes from the current calibration (kb_calibrate),
     # and without one that applies the base never auto-answers.
     suggest_threshold = models.FloatField(default=0.25, help_text="Uncalibrated: below this, hand off.")
-    target_precision = models.FloatField(default=0.9, help_text="Precision auto-answers must be shown to reach.")
-    target_confidence = models.FloatField(default=0.95, help_text="Confidence of that guarantee.")
+    target_precision = models.FloatField(default=0.9, validators=TARGET_RANGE,
+                                         help_text="Precision auto-answers must be shown to reach (kb_calibrate).")
+    target_confidence = models.FloatField(default=0.95, validators=TARGET_RANGE,
+                                          help_text="Confidence of that guarantee.")
     calibration = models.ForeignKey("Calibration", null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+", editable=False, help_text="The calibration in force.")
     recall_k = models.PositiveIntegerField(default=50)

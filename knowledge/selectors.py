@@ -12,7 +12,7 @@ from django.db.models import F, Q, QuerySet
 
 from knowledge import text as kb_text
 from knowledge.embedding import get_embedder
-from knowledge.models import FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.models import Calibration, FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.vector_index import vector_expression
 
 # Candidates the HNSW scan examines (>= k). bench/recall.py, 100k entries, k=50: ef 100 → recall@50
@@ -198,3 +198,42 @@ def faq_recall(
                                     fused=hit.score, vector_rank=vector_rank, fulltext_rank=fulltext_rank))
     return Recall(candidates=candidates, vector_hits=vector_hits, fulltext_hits=fulltext_hits, language=language,
                   timings_ms=timings)
+
+
+# Share of the published entries, counted when the calibration was made, changed since: past it the
+# admin says the calibration is stale (it keeps applying until refreshed).
+CALIBRATION_STALE_SHARE = 0.1
+
+
+def calibration_content_changed(*, calibration: Calibration) -> float:
+    """Share of the entries published at calibration time that were edited, added or unpublished since."""
+    changed = FaqEntry.objects.filter(kb_id=calibration.kb_id, updated_at__gt=calibration.created_at).count()
+    return changed / max(1, calibration.published_entries)
+
+
+@dataclass(frozen=True)
+class CalibrationState:
+    calibration: Calibration | None
+    # "calibrated"; "uncalibrated" (never calibrated); "not_applicable" (measured another engine, model or
+    # embedding model than the one now answering); "unknown" (no rerank worker reports what it runs)
+    status: str
+    running: tuple[str, str] | None  # engine, model of the rerank workers
+    changed_share: float  # content changed since the calibration
+    stale: bool
+
+
+def knowledge_base_calibration_state(*, kb: KnowledgeBase, running: tuple[str, str] | None) -> CalibrationState:
+    """Whether the base's calibration applies to the reranker now running (as its workers report it)."""
+    calibration = kb.calibration
+    if calibration is None:
+        return CalibrationState(calibration=None, status="uncalibrated", running=running, changed_share=0.0,
+                                stale=False)
+    changed = calibration_content_changed(calibration=calibration)
+    if running is None:
+        status = "unknown"
+    elif calibration.applies_to(engine=running[0], model=running[1], embed_model=kb.embed_model):
+        status = "calibrated"
+    else:
+        status = "not_applicable"
+    return CalibrationState(calibration=calibration, status=status, running=running, changed_share=changed,
+                            stale=changed > CALIBRATION_STALE_SHARE)

@@ -62,3 +62,13 @@ def rerank_workers_alive() -> list[dict[str, Any]]:
     values = client.mget(keys) if keys else []
     workers = [json.loads(value) for value in values if value]
     return [worker for worker in workers if worker.get("queue") == settings.KB_RERANK_QUEUE]
+
+
+def rerank_running() -> tuple[str, str] | None:
+    """The engine and model the rerank workers hold (the first with a current heartbeat), or None when
+    none reports or Redis cannot be read."""
+    try:
+        workers = rerank_workers_alive()
+    except redis.RedisError:
+        return None
+    return (workers[0]["engine"], workers[0]["model"]) if workers else None
