@@ -9,6 +9,8 @@ al., 2021): cut-offs are tested from the strictest down on a grid fixed in advan
 one-sided Clopper–Pearson lower bound of the precision of the questions it would auto-answer, and
 the search stops at the first cut-off that fails. Because the order is fixed before the labels are
 seen, every accepted cut-off holds at the stated confidence without a multiple-testing correction.
+(Given the scores, the labels of the answered questions are independent but not identically
+distributed; the binomial bound is conservative for such a sum, Hoeffding 1956.)
 """
 
 from __future__ import annotations
@@ -75,22 +77,30 @@ class ThresholdSearch:
     answer_threshold: float | None  # None: no cut-off could be certified, never auto-answer
     precision_bound: float | None
     coverage: float
-    tested: int  # cut-offs tested before stopping (with at least one question above them)
+    tested: int  # cut-offs tested before stopping (those answering enough questions to be testable)
     labels_needed: int | None  # when nothing qualifies: more labelled questions likely to certify one
+
+
+def fewest_to_certify(*, target: float, confidence: float) -> int:
+    """Answered questions a cut-off needs before even all of them right could certify ``target``:
+    (1 − confidence)^(1/n) ≥ target, the Clopper–Pearson bound of n out of n."""
+    return max(1, math.ceil(math.log(1 - confidence) / math.log(target) - 1e-12))
 
 
 def answer_threshold_search(observations: Sequence[Observation], *, target: float, confidence: float,
                             grid: Sequence[float] = GRID) -> ThresholdSearch:
     """The most permissive cut-off whose precision lower bound meets ``target``, by fixed sequence.
 
-    A cut-off above every score answers nothing and tests nothing; it is passed over without ending
-    the sequence. Which cut-offs those are depends on the scores alone, never on the labels, so the
+    A cut-off that answers fewer questions than ``fewest_to_certify`` cannot pass whatever the labels
+    say (the strictest ones answer few or none): it is passed over without ending the sequence.
+    Which cut-offs those are depends on how many scores lie above them, never on the labels, so the
     order of the tests is still fixed before any label is looked at."""
     rows = risk_coverage(observations, confidence=confidence, grid=grid)
+    fewest = fewest_to_certify(target=target, confidence=confidence)
     accepted: CutoffRow | None = None
     tested = 0
     for row in rows:
-        if row.answered == 0:
+        if row.answered < fewest:
             continue
         tested += 1
         if row.lower_bound < target:

@@ -29,6 +29,8 @@ class LabelledQuery:
     query: str
     relevant: frozenset[int]  # entry ids; empty = a no-answer question
     exclude: tuple[int, ...] = ()  # entries left out of recall for this ask
+    # Labelled with ids this base does not have: an answerable question we can only get wrong.
+    unmatched: bool = False
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Scored:
     def observation(self, *, top_n: int) -> Observation:
         top = self.scores[0] if self.scores else None
         return Observation(score=top, correct=bool(self.reranked) and self.reranked[0] in self.query.relevant,
-                           answerable=bool(self.query.relevant),
+                           answerable=bool(self.query.relevant) or self.query.unmatched,
                            shown=bool(set(self.reranked[:top_n]) & self.query.relevant))
 
 

@@ -20,7 +20,7 @@ from reversion_compare.admin import CompareVersionAdmin
 from reversion_compare.helpers import html_diff
 
 from knowledge import services
-from knowledge.charts import risk_coverage_svg
+from knowledge.charts import EVIDENCE_NAMES, risk_coverage_svg
 from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.resources import FaqEntryImportExportMixin
 from knowledge.selectors import knowledge_base_calibration_state, knowledge_base_embedding_status
@@ -161,12 +161,6 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
 # Sent by name: the calibration runs in the chat app (it composes recall, the reranker and feedback),
 # which depends on this one, not the other way round.
 CALIBRATE_TASK = "chat.tasks.knowledge_base_calibrate_task"
-EVIDENCE_NAMES = {
-    "queries": "labelled queries", "queries_left_out": "labelled queries, entry left out",
-    "similar_questions": "similar questions", "similar_questions_left_out": "similar questions, entry left out",
-    "reviewed_feedback": "reviewed console feedback",
-    "customer_feedback_not_used": "customer thumbs (monitoring only, not used)",
-}
 
 
 @admin.register(KnowledgeBase)

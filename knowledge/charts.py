@@ -11,6 +11,13 @@ from django.utils.safestring import SafeString
 WIDTH, HEIGHT = 420, 240
 LEFT, RIGHT, TOP, BOTTOM = 44, 12, 12, 36
 TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# How a calibration's evidence sources are named on its pages.
+EVIDENCE_NAMES = {
+    "queries": "labelled queries", "queries_left_out": "labelled queries, entry left out",
+    "similar_questions": "similar questions", "similar_questions_left_out": "similar questions, entry left out",
+    "reviewed_feedback": "reviewed console feedback",
+    "customer_feedback_not_used": "customer thumbs (monitoring only, not used)",
+}
 
 
 def _x(coverage: float) -> float:

@@ -12,6 +12,7 @@ from chat.calibration import (
     auroc,
     clopper_pearson_lower,
     decisions_report,
+    fewest_to_certify,
     suggest_threshold_choose,
 )
 
@@ -67,6 +68,19 @@ def test_search_takes_the_most_permissive_cut_off_that_holds_and_stops_at_the_fi
     assert found.precision_bound == pytest.approx(0.05 ** (1 / 29), abs=1e-9)
     assert found.coverage == pytest.approx(29 / 100)
     assert found.tested == 11  # 0.99 … 0.96 answer nothing; 0.95 … 0.86 pass with the same 29; 0.85 fails
+
+
+def test_cut_offs_answering_too_few_to_certify_are_passed_over_not_failed() -> None:
+    """5 right at 0.99 cannot certify 0.9 (0.05^(1/5) = 0.549), whatever the labels; 29 could. Skipping the
+    cut-offs that answer fewer than 29 keeps the sequence going to 0.9, where 35 of 35 are right."""
+    observations = _observations((0.99, 5, 0), (0.9, 30, 0))
+    assert fewest_to_certify(target=0.9, confidence=0.95) == 29
+    assert fewest_to_certify(target=0.6, confidence=0.95) == 6
+
+    found = answer_threshold_search(observations, target=0.9, confidence=0.95)
+
+    assert (found.answer_threshold, found.tested) == (0.01, 90)  # 0.90 … 0.01 all answer the same 35
+    assert found.precision_bound == pytest.approx(0.05 ** (1 / 35), abs=1e-9)
     assert clopper_pearson_lower(successes=99, trials=100, confidence=0.95) >= 0.9
 
 

@@ -73,9 +73,12 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         self._wait_for_embeddings(kb, options["wait"])
         ids = dict(FaqEntry.objects.filter(kb=kb).exclude(external_id=None).values_list("external_id", "pk"))
-        queries = [LabelledQuery(query=row["query"], relevant=frozenset(ids[str(x)] for x in row["relevant_ids"]
-                                                                        if str(x) in ids)) for row in rows]
-        unknown = sum(1 for row, item in zip(rows, queries, strict=True) if row["relevant_ids"] and not item.relevant)
+        queries = []
+        for row in rows:
+            relevant = frozenset(ids[str(x)] for x in row["relevant_ids"] if str(x) in ids)
+            queries.append(LabelledQuery(query=row["query"], relevant=relevant,
+                                         unmatched=bool(row["relevant_ids"]) and not relevant))
+        unknown = sum(item.unmatched for item in queries)
         if unknown:
             self.stderr.write(f"{unknown} queries name no id of this knowledge base; they count as misses.")
         answerable = [item for row, item in zip(rows, queries, strict=True) if row["relevant_ids"]]
