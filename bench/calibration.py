@@ -27,7 +27,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ EVAL = ROOT.parent / "shared" / "eval"
 DATASETS = {"atec": ("zh", "atec-faq", EVAL / "atec"), "stackfaq": ("en", "stackfaq", EVAL / "stackfaq")}
 OLD_DEFAULTS = (0.7, 0.25)
 PAIR_BATCH = 16
+CACHE = ROOT / "var" / "bench-cache"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -83,6 +84,27 @@ def load_kb(stack: BenchStack, name: str, language: str, folder: Path) -> Any:
     stack.manage("kb_reembed", "--kb", name, "--missing")
     log(f"{name}: imported and embedded in {time.perf_counter() - started:.0f}s")
     return KnowledgeBase.objects.get(slug=name)
+
+
+def cache_path(dataset: str, max_queries: int | None, seed: int) -> Path:
+    return CACHE / f"calibration-{dataset}-{max_queries or 'all'}-{seed}.json"
+
+
+def asked_load(path: Path) -> tuple[list[Asked], str] | None:
+    """Observations of an earlier run with the same data, sample and engine: asking is the slow part."""
+    from chat.calibration import Observation
+
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return [Asked(row["kind"], row["half"], Observation(**row["observation"])) for row in saved["asked"]], \
+        saved["identity"]
+
+
+def asked_save(path: Path, asked: list[Asked], identity: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"identity": identity, "asked": [
+        {"kind": a.kind, "half": a.half, "observation": asdict(a.observation)} for a in asked]}))
 
 
 def ask_all(kb: Any, dataset: str, folder: Path, *, max_queries: int | None, seed: int) -> tuple[list[Asked], str]:
@@ -144,8 +166,9 @@ def measure(asked: Sequence[Asked], *, fit_half: int, target: float, confidence:
     return result
 
 
-def pairs_auroc(kb: Any, folder: Path) -> float | None:
+def pairs_auroc(folder: Path) -> float | None:
     from chat.calibration import auroc
+    from knowledge.models import DEFAULT_INSTRUCTION
     from rerank.batching import RerankRequest
     from rerank.services import rerank_score
 
@@ -154,7 +177,7 @@ def pairs_auroc(kb: Any, folder: Path) -> float | None:
     for start in tqdm(range(0, len(pairs), PAIR_BATCH), desc="pairs", disable=None):
         batch = pairs[start:start + PAIR_BATCH]
         outcome = rerank_score(requests=[RerankRequest(query=p["query"], documents=[p["candidate"]],
-                                                       instruction=kb.rerank_instruction) for p in batch], timeout=600)
+                                                       instruction=DEFAULT_INSTRUCTION) for p in batch], timeout=600)
         if outcome.status != "ok":
             raise RuntimeError(f"rerank failed: {outcome.reason}")
         scores.extend(row[0] for row in outcome.scores)
@@ -195,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--no-pairs", action="store_true", help="skip the AUROC on atec/pairs.jsonl")
+    parser.add_argument("--fresh", action="store_true", help=f"ask again rather than reuse {CACHE.name}/")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.datasets.split(",") if name.strip()]
     unknown = sorted(set(names) - set(DATASETS))
@@ -204,16 +228,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not (DATASETS[name][2] / "faq.jsonl").exists():
             parser.error(f"{DATASETS[name][2]} is missing")
     with bench_stack("calibration") as stack:
-        start_rerank_worker(stack)
         for name in names:
             language, slug, folder = DATASETS[name]
-            kb = load_kb(stack, slug, language, folder)
-            asked, identity = ask_all(kb, name, folder, max_queries=args.max_queries, seed=args.seed)
+            path = cache_path(name, args.max_queries, args.seed)
+            loaded = None if args.fresh else asked_load(path)
+            if loaded is None:
+                if not stack.processes:
+                    start_rerank_worker(stack)
+                kb = load_kb(stack, slug, language, folder)
+                asked, identity = ask_all(kb, name, folder, max_queries=args.max_queries, seed=args.seed)
+                asked_save(path, asked, identity)
+            else:
+                asked, identity = loaded
+                log(f"{name}: observations from {path.relative_to(ROOT)} (--fresh asks again)")
             folds = [measure(asked, fit_half=half, target=args.target, confidence=args.confidence) for half in (0, 1)]
             print_report(name, identity, folds)
             if name == "atec" and not args.no_pairs:
+                if not stack.processes:
+                    start_rerank_worker(stack)
                 print(f"  AUROC of the rerank score on atec/pairs.jsonl (4,000 labelled pairs): "
-                      f"{fmt(pairs_auroc(kb, folder))}")
+                      f"{fmt(pairs_auroc(folder))}")
             sys.stdout.flush()
 
 

@@ -208,7 +208,6 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
         calibration = state.calibration
         context: dict[str, Any] = {
             "kb": obj, "state": state, "cal": calibration, "changed_percent": round(state.changed_share * 100),
-            "can_calibrate": True, "calibrate_url": reverse("admin:knowledge_knowledgebase_calibrate", args=[obj.pk]),
         }
         if calibration is not None:
             context.update(
