@@ -20,7 +20,7 @@ from reversion_compare.admin import CompareVersionAdmin
 from reversion_compare.helpers import html_diff
 
 from knowledge import services
-from knowledge.charts import EVIDENCE_NAMES, risk_coverage_svg
+from knowledge.charts import evidence_rows, risk_coverage_svg
 from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.resources import FaqEntryImportExportMixin
 from knowledge.selectors import knowledge_base_calibration_state, knowledge_base_embedding_status
@@ -170,6 +170,13 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
     search_fields = ("slug", "name")
     readonly_fields = ("calibration_panel", "embed_model", "embed_dimensions", "pending_embed_model",
                        "embedding_progress", "content_generation", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("slug", "name", "description", "languages")}),
+        ("Decisions", {"fields": ("calibration_panel", "target_precision", "target_confidence", "suggest_threshold")}),
+        ("Retrieval", {"fields": ("rerank_instruction", "recall_k", "rerank_k", "top_n", "embed_model",
+                                  "embed_dimensions", "pending_embed_model", "embedding_progress")}),
+        ("Record", {"fields": ("content_generation", "created_at", "updated_at")}),
+    )
     show_full_result_count = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[KnowledgeBase]:
@@ -214,7 +221,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
                 confidence_percent=round(calibration.confidence * 100),
                 coverage_percent=round(calibration.coverage * 100, 1),
                 handoff_percent=round((calibration.summary.get("no_answer_handed_off") or 0) * 100),
-                evidence=[(EVIDENCE_NAMES.get(name, name), counts) for name, counts in calibration.evidence.items()],
+                evidence=evidence_rows(calibration.evidence),
                 chart=risk_coverage_svg(rows=calibration.risk_coverage, target=calibration.target_precision,
                                         threshold=calibration.answer_threshold))
         return render_to_string("admin/knowledge/knowledgebase/_calibration.html", context)

@@ -8,8 +8,8 @@ from typing import Any
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-WIDTH, HEIGHT = 420, 240
-LEFT, RIGHT, TOP, BOTTOM = 44, 12, 12, 36
+WIDTH, HEIGHT = 420, 250
+LEFT, RIGHT, TOP, BOTTOM = 44, 12, 12, 50
 TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # How a calibration's evidence sources are named on its pages.
 EVIDENCE_NAMES = {
@@ -56,11 +56,18 @@ def risk_coverage_svg(*, rows: list[dict[str, Any]], target: float, threshold: f
         '<polyline fill="none" stroke="#8a4fd3" stroke-width="2" stroke-dasharray="3 3" points="{bound}"/>'
         "{marker}"
         '<text x="{mid}" y="{xl}" font-size="11" text-anchor="middle" fill="#333">share auto-answered</text>'
-        '<text x="{left}" y="{h}" font-size="10" fill="#3056d3">— observed precision</text>'
-        '<text x="{legend2}" y="{h}" font-size="10" fill="#8a4fd3">- - guaranteed (lower bound)</text>'
+        '<text x="{left}" y="{legend_y}" font-size="10" fill="#3056d3">— observed precision</text>'
+        '<text x="{legend2}" y="{legend_y}" font-size="10" fill="#8a4fd3">- - guaranteed (lower bound)</text>'
         "</svg>",
-        w=WIDTH, h=HEIGHT - 2, ticks=ticks, xticks=xticks, left=LEFT, right=WIDTH - RIGHT, ty=f"{_y(target):.1f}",
-        tly=f"{_y(target) - 4:.1f}", target=target, observed=_points(rows, "precision"),
-        bound=_points(rows, "lower_bound"), marker=marker, mid=(LEFT + WIDTH - RIGHT) // 2, xl=HEIGHT - 10,
+        w=WIDTH, h=HEIGHT, legend_y=HEIGHT - 4, ticks=ticks, xticks=xticks, left=LEFT, right=WIDTH - RIGHT,
+        ty=f"{_y(target):.1f}", tly=f"{_y(target) - 4:.1f}", target=target, observed=_points(rows, "precision"),
+        bound=_points(rows, "lower_bound"), marker=marker, mid=(LEFT + WIDTH - RIGHT) // 2, xl=HEIGHT - BOTTOM + 27,
         legend2=LEFT + 150,
     )
+
+
+def evidence_rows(evidence: dict[str, Any]) -> list[tuple[str, dict[str, int]]]:
+    """A calibration's evidence counts, named and in a fixed order (the JSON column keeps none)."""
+    order = list(EVIDENCE_NAMES)
+    names = sorted(evidence, key=lambda name: order.index(name) if name in order else len(order))
+    return [(EVIDENCE_NAMES.get(name, name), evidence[name]) for name in names]

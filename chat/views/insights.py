@@ -13,7 +13,7 @@ from django.utils import timezone
 from chat import selectors
 from chat.models import Scope
 from chat.views.access import console_view, render_console
-from knowledge.charts import EVIDENCE_NAMES, risk_coverage_svg
+from knowledge.charts import evidence_rows, risk_coverage_svg
 from knowledge.models import KnowledgeBase
 from knowledge.selectors import knowledge_base_calibration_state
 from rerank.heartbeat import rerank_running
@@ -50,8 +50,7 @@ def _calibrations(kbs: list[KnowledgeBase]) -> list[dict[str, Any]]:
         calibration = state.calibration
         panels.append({
             "kb": kb, "state": state, "cal": calibration,
-            "evidence": [(EVIDENCE_NAMES.get(name, name), counts) for name, counts in calibration.evidence.items()]
-            if calibration else [],
+            "evidence": evidence_rows(calibration.evidence) if calibration else [],
             "chart": risk_coverage_svg(rows=calibration.risk_coverage, target=calibration.target_precision,
                                        threshold=calibration.answer_threshold) if calibration else "",
         })

@@ -46,7 +46,7 @@ def test_manager_calibrates_a_base_and_sees_the_guarantee_in_admin_and_insights(
     page.goto(f"{live_server.url}/admin/knowledge/knowledgebase/{demo_kb.pk}/change/")
     panel = page.locator("#calibration-panel")
     expect(panel).to_contain_text("Uncalibrated: this base never auto-answers.")
-    shot(page, "14-admin-kb-uncalibrated")
+    shot(page, "14-admin-kb-uncalibrated", full_page=True)
 
     page.get_by_role("button", name="Calibrate now").click()
     expect(page.locator(".messagelist")).to_contain_text("Calibration of demo queued")
@@ -86,4 +86,4 @@ def test_manager_calibrates_a_base_and_sees_the_guarantee_in_admin_and_insights(
     page.goto(f"{live_server.url}/admin/knowledge/knowledgebase/{demo_kb.pk}/change/")
     expect(panel.locator(".cal-status")).to_have_text("Uncalibrated")
     expect(panel).to_contain_text("the reranker now running is lite")
-    shot(page, "14-admin-kb-other-engine")
+    shot(page, "14-admin-kb-other-engine", full_page=True)
