@@ -217,3 +217,24 @@ def test_a_follow_up_ask_joins_its_ticket(api: httpx.Client, rerank_worker: Work
     unknown = api.post("/api/v1/ask", json={"kb": "shop", "question": "还在吗", "ticket": str(uuid.uuid4())})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
     assert Question.objects.count() == 2
+
+
+def test_a_cache_hit_on_a_calibrated_base_is_still_one_statement(
+    shop: KnowledgeBase, rerank_worker: WorkerProcess
+) -> None:
+    """The calibration in force is read on a miss only; a hit costs what it cost before: the one statement
+    that records ticket, question and ask log."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.services.ask import AskParams, ask
+
+    calibration_in_force(shop, answer=0.0, suggest=0.0)
+    params = AskParams(question="How can I delete my account?")
+    kb = KnowledgeBase.objects.get(pk=shop.pk)
+    assert ask(kb=kb, params=params)["cache"] == "miss"
+    kb = KnowledgeBase.objects.get(pk=shop.pk)
+    with CaptureQueriesContext(connection) as captured:
+        body = ask(kb=kb, params=params)
+    assert (body["cache"], body["decision"], body["calibrated"]) == ("hit", "answer", True)
+    assert len(captured.captured_queries) == 1, [query["sql"][:80] for query in captured.captured_queries]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from io import StringIO
+from pathlib import Path
 
 import httpx
 import pytest
@@ -133,3 +134,24 @@ def test_scheduled_recalibration_waits_for_enough_new_reviewed_feedback(
     shop.refresh_from_db()
     assert recalibrated == [shop.calibration_id] and Calibration.objects.count() == 2
     assert shop.calibration is not None and shop.calibration.evidence["reviewed_feedback"]["questions"] == 1
+
+
+@pytest.mark.worker
+def test_labelled_queries_and_their_left_out_copies_are_counted_apart(
+    shop: KnowledgeBase, rerank_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    rows = [{"query": "付款时提示交易异常", "relevant_ids": ["pay-5003"]},
+            {"query": "地址填错了想改一下", "relevant_ids": ["address"]},
+            {"query": "How can I remove my account for good?", "relevant_ids": ["delete-account"]},
+            {"query": "明天北京天气怎么样", "relevant_ids": []},
+            {"query": "What is the weather tomorrow?", "relevant_ids": ["not-in-this-kb"]}]  # left out
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows), encoding="utf-8")
+
+    _calibrate("--kb", "shop", "--queries", str(path), "--simulate-no-answer", "--no-feedback", "--target", "0.6")
+
+    assert Calibration.objects.get().evidence == {
+        "queries": {"questions": 4, "answerable": 3, "no_answer": 1},
+        "queries_left_out": {"questions": 3, "answerable": 0, "no_answer": 3},
+        "customer_feedback_not_used": {"questions": 0},
+    }
