@@ -15,7 +15,8 @@ off-topic / in-domain no-answer questions (never used for fitting). Beside it, t
 with the old fixed defaults (answer 0.7 / suggest 0.25) and with the uncalibrated rule (never answer).
 Finally the AUROC of the rerank score on ATEC's human-labelled pairs.jsonl (query vs candidate).
 
-    .venv/bin/python bench/calibration.py [--datasets atec,stackfaq] [--max-queries N] [--target 0.9]
+    .venv/bin/python bench/calibration.py [--datasets atec,stackfaq] [--max-queries N] [--max-entries N]
+                                          [--target 0.9] [--no-pairs] [--pairs N]
 """
 
 from __future__ import annotations
@@ -76,18 +77,36 @@ def start_rerank_worker(stack: BenchStack) -> None:
         time.sleep(1)
 
 
-def load_kb(stack: BenchStack, name: str, language: str, folder: Path) -> Any:
+def faq_subset(stack: BenchStack, folder: Path, *, max_entries: int, max_queries: int | None, seed: int) -> Path:
+    """Every entry a sampled query names, then random others up to ``max_entries``; written into the
+    throwaway run folder (removed with the stack), never into the repository."""
+    rng = random.Random(seed)
+    queries = read_jsonl(folder / "queries.jsonl")
+    if max_queries:
+        queries = rng.sample(queries, min(len(queries), max_queries))
+    faq = read_jsonl(folder / "faq.jsonl")
+    wanted = {x for row in queries for x in row["relevant_ids"]}
+    others = [row for row in faq if row["id"] not in wanted]
+    keep = wanted | {row["id"] for row in rng.sample(others, max(0, min(len(others), max_entries - len(wanted))))}
+    path = stack.run_dir / f"{folder.name}-faq-subset.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in faq if row["id"] in keep),
+                    encoding="utf-8")
+    log(f"{folder.name}: FAQ cut to {len(keep)} of {len(faq)} entries ({len(wanted)} named by the sampled queries)")
+    return path
+
+
+def load_kb(stack: BenchStack, name: str, language: str, faq_file: Path) -> Any:
     from knowledge.models import KnowledgeBase
 
     started = time.perf_counter()
-    stack.manage("kb_import", str(folder / "faq.jsonl"), "--kb", name, "--language", language)
+    stack.manage("kb_import", str(faq_file), "--kb", name, "--language", language)
     stack.manage("kb_reembed", "--kb", name, "--missing")
     log(f"{name}: imported and embedded in {time.perf_counter() - started:.0f}s")
     return KnowledgeBase.objects.get(slug=name)
 
 
-def cache_path(dataset: str, max_queries: int | None, seed: int) -> Path:
-    return CACHE / f"calibration-{dataset}-{max_queries or 'all'}-{seed}.json"
+def cache_path(dataset: str, max_queries: int | None, max_entries: int | None, seed: int) -> Path:
+    return CACHE / f"calibration-{dataset}-{max_queries or 'all'}-{max_entries or 'all'}-{seed}.json"
 
 
 def asked_load(path: Path) -> tuple[list[Asked], str] | None:
@@ -112,7 +131,7 @@ def ask_all(kb: Any, dataset: str, folder: Path, *, max_queries: int | None, see
     from knowledge.models import FaqEntry
 
     ids = dict(FaqEntry.objects.filter(kb=kb).values_list("external_id", "pk"))
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # the same draws as faq_subset's: the same queries
     queries = read_jsonl(folder / "queries.jsonl")
     offtopic = read_jsonl(folder / "no_answer_offtopic.jsonl")
     indomain = read_jsonl(folder / "no_answer_indomain.jsonl") if (folder / "no_answer_indomain.jsonl").exists() else []
@@ -166,13 +185,15 @@ def measure(asked: Sequence[Asked], *, fit_half: int, target: float, confidence:
     return result
 
 
-def pairs_auroc(folder: Path) -> float | None:
+def pairs_auroc(folder: Path, limit: int | None) -> float | None:
     from chat.calibration import auroc
     from knowledge.models import DEFAULT_INSTRUCTION
     from rerank.batching import RerankRequest
     from rerank.services import rerank_score
 
     pairs = read_jsonl(folder / "pairs.jsonl")
+    if limit:
+        pairs = random.Random(0).sample(pairs, min(limit, len(pairs)))
     scores: list[float] = []
     for start in tqdm(range(0, len(pairs), PAIR_BATCH), desc="pairs", disable=None):
         batch = pairs[start:start + PAIR_BATCH]
@@ -214,10 +235,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="atec,stackfaq")
     parser.add_argument("--max-queries", type=int, help="sample at most N of each question file (seeded)")
+    parser.add_argument("--max-entries", type=int,
+                        help="cut the FAQ to the entries the sampled queries name plus random others up to N "
+                             "(fewer distractors: an easier base than the full one)")
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--no-pairs", action="store_true", help="skip the AUROC on atec/pairs.jsonl")
+    parser.add_argument("--pairs", type=int, help="only a sample of N pairs (seeded)")
     parser.add_argument("--fresh", action="store_true", help=f"ask again rather than reuse {CACHE.name}/")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.datasets.split(",") if name.strip()]
@@ -230,12 +255,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     with bench_stack("calibration") as stack:
         for name in names:
             language, slug, folder = DATASETS[name]
-            path = cache_path(name, args.max_queries, args.seed)
+            path = cache_path(name, args.max_queries, args.max_entries, args.seed)
             loaded = None if args.fresh else asked_load(path)
             if loaded is None:
                 if not stack.processes:
                     start_rerank_worker(stack)
-                kb = load_kb(stack, slug, language, folder)
+                faq_file = folder / "faq.jsonl" if not args.max_entries else faq_subset(
+                    stack, folder, max_entries=args.max_entries, max_queries=args.max_queries, seed=args.seed)
+                kb = load_kb(stack, slug, language, faq_file)
                 asked, identity = ask_all(kb, name, folder, max_queries=args.max_queries, seed=args.seed)
                 asked_save(path, asked, identity)
             else:
@@ -246,8 +273,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             if name == "atec" and not args.no_pairs:
                 if not stack.processes:
                     start_rerank_worker(stack)
-                print(f"  AUROC of the rerank score on atec/pairs.jsonl (4,000 labelled pairs): "
-                      f"{fmt(pairs_auroc(folder))}")
+                pairs = args.pairs or 4000
+                print(f"  AUROC of the rerank score on atec/pairs.jsonl ({pairs} labelled pairs): "
+                      f"{fmt(pairs_auroc(folder, args.pairs))}")
             sys.stdout.flush()
 
 
