@@ -143,8 +143,11 @@ class AskOutput(AnswerOutput):
     ticket = serializers.UUIDField()
     question_id = serializers.IntegerField()
     candidates = serializers.ListField(child=serializers.IntegerField(), help_text="Entry ids, best first.")
-    thresholds = inline_serializer("Thresholds", {"answer": serializers.FloatField(),
-                                                  "suggest": serializers.FloatField()})
+    thresholds = inline_serializer("Thresholds", {
+        "answer": serializers.FloatField(allow_null=True, help_text="null: this base does not auto-answer."),
+        "suggest": serializers.FloatField()})
+    calibrated = serializers.BooleanField(help_text="The decision came from a calibrated threshold (kb_calibrate) "
+                                                    "that measured this reranker; false: uncalibrated, never answer.")
     recall = inline_serializer("RecallStages", {
         "language": serializers.CharField(help_text="The question's language, which picks the recall settings."),
         "fusion": serializers.CharField(

@@ -140,7 +140,7 @@ def ticket_detail(*, public_id: Any) -> Ticket | None:
 
 
 def knowledge_bases() -> QuerySet[KnowledgeBase]:
-    return KnowledgeBase.objects.order_by("slug")
+    return KnowledgeBase.objects.select_related("calibration").order_by("slug")
 
 
 def workbench_runs_recent(*, user: Any, limit: int = 20) -> QuerySet[WorkbenchRun]:

@@ -284,6 +284,14 @@ KB_RERANK_MAX_TOKENS = env_int("KB_RERANK_MAX_TOKENS", 8192, minimum=64)
 KB_RERANK_WORKER_HEARTBEAT = env_int("KB_RERANK_WORKER_HEARTBEAT", 2, minimum=1)
 # Where the lite reranker keeps its warm-up's passage vectors, so a restarted worker is ready in seconds.
 KB_RERANK_CACHE_DIR = Path(env_str("KB_RERANK_CACHE_DIR", str(VAR_DIR / "cache")))
+# --- Calibration (chat.services.calibration): scheduled re-calibration once this many new reviewed
+# console feedback items have accumulated since a base's calibration, checked every so many hours.
+KB_CALIBRATION_MIN_NEW_FEEDBACK = env_int("KB_CALIBRATION_MIN_NEW_FEEDBACK", 20, minimum=1)
+KB_CALIBRATION_CHECK_HOURS = env_float("KB_CALIBRATION_CHECK_HOURS", 6.0, minimum=0.01)
+CELERY_BEAT_SCHEDULE = {
+    "knowledge-bases-recalibrate": {"task": "chat.tasks.knowledge_bases_recalibrate_task",
+                                    "schedule": KB_CALIBRATION_CHECK_HOURS * 3600},
+}
 # Execution slots of the rerank worker's thread pool: concurrent requests the micro-batcher can merge.
 KB_RERANK_CONCURRENCY = env_int("KB_RERANK_CONCURRENCY", 16, minimum=1)
 KB_RERANK_BATCH_WAIT_MS = env_float("KB_RERANK_BATCH_WAIT_MS", 5.0, minimum=0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import current_app
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -11,16 +12,19 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from reversion.models import Version
 from reversion_compare.admin import CompareVersionAdmin
 from reversion_compare.helpers import html_diff
 
 from knowledge import services
+from knowledge.charts import evidence_rows, risk_coverage_svg
 from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.resources import FaqEntryImportExportMixin
-from knowledge.selectors import knowledge_base_embedding_status
+from knowledge.selectors import knowledge_base_calibration_state, knowledge_base_embedding_status
+from rerank.heartbeat import rerank_running
 
 
 class FaqEntryForm(forms.ModelForm):
@@ -159,16 +163,73 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
         messages.success(request, f"Archived {count} entries.")
 
 
+# Sent by name: the calibration runs in the chat app (it composes recall, the reranker and feedback),
+# which depends on this one, not the other way round.
+CALIBRATE_TASK = "chat.tasks.knowledge_base_calibrate_task"
+
+
 @admin.register(KnowledgeBase)
 class KnowledgeBaseAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "entry_count", "embed_model", "answer_threshold", "suggest_threshold")
+    list_display = ("slug", "name", "entry_count", "embed_model", "calibrated_threshold", "target_precision")
+    list_select_related = ("calibration",)
     search_fields = ("slug", "name")
-    readonly_fields = ("embed_model", "embed_dimensions", "pending_embed_model", "embedding_progress",
-                       "content_generation", "created_at", "updated_at")
+    readonly_fields = ("calibration_panel", "embed_model", "embed_dimensions", "pending_embed_model",
+                       "embedding_progress", "content_generation", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("slug", "name", "description", "languages")}),
+        ("Decisions", {"fields": ("calibration_panel", "target_precision", "target_confidence", "suggest_threshold")}),
+        ("Retrieval", {"fields": ("rerank_instruction", "recall_k", "rerank_k", "top_n", "embed_model",
+                                  "embed_dimensions", "pending_embed_model", "embedding_progress")}),
+        ("Record", {"fields": ("content_generation", "created_at", "updated_at")}),
+    )
     show_full_result_count = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[KnowledgeBase]:
-        return super().get_queryset(request).annotate(entry_count=Count("entries"))
+        return super().get_queryset(request).select_related("calibration").annotate(entry_count=Count("entries"))
+
+    def get_urls(self) -> list[Any]:
+        urls = [path("<path:object_id>/calibrate/", self.admin_site.admin_view(self.calibrate_view),
+                     name="knowledge_knowledgebase_calibrate")]
+        return urls + super().get_urls()
+
+    def calibrate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        kb = get_object_or_404(KnowledgeBase, pk=unquote(object_id))
+        if request.method != "POST" or not self.has_change_permission(request, kb):
+            raise PermissionDenied
+        try:
+            current_app.send_task(CALIBRATE_TASK, kwargs={"kb_id": kb.pk})
+        except Exception:  # broker down: say so rather than pretend it was queued
+            messages.error(request, "Could not queue the calibration: the task broker (Redis) is unreachable.")
+        else:
+            messages.success(request, f"Calibration of {kb.slug} queued: it asks the base's similar questions and "
+                                      "reviewed feedback through the reranker. Reload this page to see the result.")
+        return HttpResponseRedirect(reverse("admin:knowledge_knowledgebase_change", args=[kb.pk]))
+
+    @admin.display(description="answers at")
+    def calibrated_threshold(self, obj: KnowledgeBase) -> str:
+        if obj.calibration is None:
+            return "uncalibrated"
+        threshold = obj.calibration.answer_threshold
+        return "does not auto-answer" if threshold is None else f"≥ {threshold}"
+
+    @admin.display(description="calibration")
+    def calibration_panel(self, obj: KnowledgeBase) -> str:
+        if not obj.pk:
+            return "Save the knowledge base first."
+        state = knowledge_base_calibration_state(kb=obj, running=rerank_running())
+        calibration = state.calibration
+        context: dict[str, Any] = {
+            "kb": obj, "state": state, "cal": calibration, "changed_percent": round(state.changed_share * 100),
+        }
+        if calibration is not None:
+            context.update(
+                confidence_percent=round(calibration.confidence * 100),
+                coverage_percent=round(calibration.coverage * 100, 1),
+                handoff_percent=round((calibration.summary.get("no_answer_handed_off") or 0) * 100),
+                evidence=evidence_rows(calibration.evidence),
+                chart=risk_coverage_svg(rows=calibration.risk_coverage, target=calibration.target_precision,
+                                        threshold=calibration.answer_threshold))
+        return render_to_string("admin/knowledge/knowledgebase/_calibration.html", context)
 
     @admin.display(description="entries", ordering="entry_count")
     def entry_count(self, obj: KnowledgeBase) -> int:

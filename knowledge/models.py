@@ -3,9 +3,12 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from pgvector.django import VectorField
 
+# A target below one half would certify answers that are more often wrong than right.
+TARGET_RANGE = [MinValueValidator(0.5), MaxValueValidator(0.999)]
 DEFAULT_INSTRUCTION = "Given a customer's support question, judge whether the FAQ entry solves it"
 
 
@@ -21,8 +24,15 @@ class KnowledgeBase(models.Model):
     pending_embed_model = models.CharField(max_length=300, blank=True)
     rerank_instruction = models.TextField(default=DEFAULT_INSTRUCTION,
                                           help_text="Instruction given to Qwen3-Reranker (in English).")
-    answer_threshold = models.FloatField(default=0.7, help_text="Rerank score at or above which we answer.")
-    suggest_threshold = models.FloatField(default=0.25, help_text="Below this nothing is good enough: hand off.")
+    # The answer threshold is not set by hand: it comes from the current calibration (kb_calibrate),
+    # and without one that applies the base never auto-answers.
+    suggest_threshold = models.FloatField(default=0.25, help_text="Uncalibrated: below this, hand off.")
+    target_precision = models.FloatField(default=0.9, validators=TARGET_RANGE,
+                                         help_text="Precision auto-answers must be shown to reach (kb_calibrate).")
+    target_confidence = models.FloatField(default=0.95, validators=TARGET_RANGE,
+                                          help_text="Confidence of that guarantee.")
+    calibration = models.ForeignKey("Calibration", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+", editable=False, help_text="The calibration in force.")
     recall_k = models.PositiveIntegerField(default=50)
     rerank_k = models.PositiveIntegerField(default=20)
     top_n = models.PositiveIntegerField(default=3)
@@ -33,10 +43,6 @@ class KnowledgeBase(models.Model):
 
     class Meta:
         ordering = ["slug"]
-        constraints = [
-            models.CheckConstraint(condition=models.Q(suggest_threshold__lte=models.F("answer_threshold")),
-                                   name="kb_thresholds_ordered"),
-        ]
 
     def __str__(self) -> str:
         return self.slug
@@ -168,3 +174,46 @@ class FaqCorpusStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kb_id}/{self.language}: {self.entries} entries"
+
+
+class Calibration(models.Model):
+    """What ``kb_calibrate`` measured for one knowledge base and the thresholds it chose from it.
+
+    It belongs to what it measured: scores of another reranker engine or model, or of another
+    embedding model's candidates, are not the scores it certified, so it no longer applies then."""
+
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="calibrations")
+    engine = models.CharField(max_length=64)
+    model = models.CharField(max_length=300)
+    embed_model = models.CharField(max_length=300)
+    content_generation = models.PositiveBigIntegerField()
+    published_entries = models.PositiveIntegerField()
+    target_precision = models.FloatField()
+    confidence = models.FloatField()
+    # None: no cut-off could be certified, so the base does not auto-answer (it suggests).
+    answer_threshold = models.FloatField(null=True, blank=True)
+    suggest_threshold = models.FloatField()
+    precision_bound = models.FloatField(null=True, blank=True,
+                                        help_text="Clopper–Pearson lower bound at the threshold.")
+    coverage = models.FloatField(help_text="Share of the evidence questions auto-answered at the threshold.")
+    labels_needed = models.PositiveIntegerField(null=True, blank=True,
+                                                help_text="When nothing was certified: about how many more labelled "
+                                                          "questions would be.")
+    # {source: {"questions", "answerable", "no_answer"}}, each source counted on its own.
+    evidence = models.JSONField(default=dict)
+    # [{"cutoff", "answered", "correct", "coverage", "precision", "lower_bound"}], strictest first.
+    risk_coverage = models.JSONField(default=list)
+    summary = models.JSONField(default=dict, help_text="Suggest share, no-answer hand-off rate, cut-offs tested.")
+    # Newest reviewed console feedback it used: scheduled re-calibration runs when newer has accumulated.
+    feedback_until = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["kb", "-created_at"], name="calibration_kb_time")]
+
+    def __str__(self) -> str:
+        return f"Calibration of {self.kb_id} at {self.created_at:%Y-%m-%d %H:%M}"
+
+    def applies_to(self, *, engine: str, model: str, embed_model: str) -> bool:
+        return (self.engine, self.model, self.embed_model) == (engine, model, embed_model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.db.models import F, Q, QuerySet
 from knowledge import bm25
 from knowledge import text as kb_text
 from knowledge.embedding import get_embedder
-from knowledge.models import FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.models import Calibration, FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.vector_index import vector_expression
 
 # Candidates the HNSW scan examines (>= k). bench/recall.py, 100k entries, k=50: ef 100 → recall@50
@@ -57,19 +58,29 @@ class SearchFilters:
         return "".join(f" AND {clause}" for clause in clauses), params
 
 
+def _with_excluded(filter_sql: tuple[str, list[Any]], exclude_entry_ids: Sequence[int]) -> tuple[str, list[Any]]:
+    """Leave entries out of a search: how evaluation and calibration ask a question whose answer is
+    missing from the knowledge base (a no-answer question) without editing the base."""
+    if not exclude_entry_ids:
+        return filter_sql
+    sql, params = filter_sql
+    return f"{sql} AND e.id <> ALL(%s)", [*params, list(exclude_entry_ids)]
+
+
 def faq_entries_published(*, kb: KnowledgeBase) -> QuerySet[FaqEntry]:
     return FaqEntry.objects.filter(kb=kb, status=FaqStatus.PUBLISHED)
 
 
 def faq_vector_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None, exact: bool = False,
+    exclude_entry_ids: Sequence[int] = (),
 ) -> list[Hit]:
     """Published entries nearest to ``query`` by cosine similarity (HNSW unless ``exact``); an entry
     scores as its best-matching phrasing (its question, or one of its similar questions)."""
     embedder = get_embedder(kb.embed_model)
     vector = embedder.embed_queries([query])[0].tolist()
     expression = vector_expression(kb.embed_dimensions)
-    filter_sql, filter_params = (filters or SearchFilters()).sql()
+    filter_sql, filter_params = _with_excluded((filters or SearchFilters()).sql(), exclude_entry_ids)
     # Several phrasings of one entry may be among the nearest vectors: scan enough for k entries.
     rows_wanted = k * PHRASINGS_PER_ENTRY_SCANNED
     sql = (
@@ -93,13 +104,13 @@ def faq_vector_search(
 
 def faq_fulltext_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None,
+    exclude_entry_ids: Sequence[int] = (),
 ) -> list[Hit]:
     """Published entries sharing terms with ``query``, ranked by BM25 (``knowledge.bm25``).
 
     Any term may match: customers' questions are colloquial and rarely contain every word of the
     entry. Each entry is scored with the statistics of its own language's entries."""
-    filters = filters or SearchFilters()
-    filter_sql, filter_params = filters.sql()
+    filter_sql, filter_params = _with_excluded((filters or SearchFilters()).sql(), exclude_entry_ids)
     entries_join = f"JOIN knowledge_faqentry e ON e.id = p.entry_id{filter_sql}" if filter_sql else ""
     sql = (
         "WITH q AS (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector('english', %s))), "
@@ -170,7 +181,7 @@ def query_language(query: str) -> str:
 
 def faq_recall(
     *, kb: KnowledgeBase, query: str, filters: SearchFilters | None = None, recall_k: int | None = None,
-    limit: int | None = None,
+    limit: int | None = None, exclude_entry_ids: Sequence[int] = (),
 ) -> Recall:
     """Hybrid recall: HNSW top-k ∪ full-text top-k, fused with the method measured for the
     query's language, cut to ``limit`` (default: the knowledge base's rerank_k)."""
@@ -179,10 +190,11 @@ def faq_recall(
     k = recall_k or kb.recall_k
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    vector_hits = faq_vector_search(kb=kb, query=query, k=k, filters=filters)
+    vector_hits = faq_vector_search(kb=kb, query=query, k=k, filters=filters, exclude_entry_ids=exclude_entry_ids)
     timings["vector"] = round((time.perf_counter() - started) * 1000, 2)
     started = time.perf_counter()
-    fulltext_hits = faq_fulltext_search(kb=kb, query=query, k=k, filters=filters)
+    fulltext_hits = faq_fulltext_search(kb=kb, query=query, k=k, filters=filters,
+                                        exclude_entry_ids=exclude_entry_ids)
     timings["fulltext"] = round((time.perf_counter() - started) * 1000, 2)
     language = query_language(query)
     fused = fuse(vector_hits, fulltext_hits, language=language, limit=limit or kb.rerank_k)
@@ -199,3 +211,42 @@ def faq_recall(
                                     fused=hit.score, vector_rank=vector_rank, fulltext_rank=fulltext_rank))
     return Recall(candidates=candidates, vector_hits=vector_hits, fulltext_hits=fulltext_hits, language=language,
                   fusion=params_for(language).label, timings_ms=timings)
+
+
+# Share of the published entries, counted when the calibration was made, changed since: past it the
+# admin says the calibration is stale (it keeps applying until refreshed).
+CALIBRATION_STALE_SHARE = 0.1
+
+
+def calibration_content_changed(*, calibration: Calibration) -> float:
+    """Share of the entries published at calibration time that were edited, added or unpublished since."""
+    changed = FaqEntry.objects.filter(kb_id=calibration.kb_id, updated_at__gt=calibration.created_at).count()
+    return changed / max(1, calibration.published_entries)
+
+
+@dataclass(frozen=True)
+class CalibrationState:
+    calibration: Calibration | None
+    # "calibrated"; "uncalibrated" (never calibrated); "not_applicable" (measured another engine, model or
+    # embedding model than the one now answering); "unknown" (no rerank worker reports what it runs)
+    status: str
+    running: tuple[str, str] | None  # engine, model of the rerank workers
+    changed_share: float  # content changed since the calibration
+    stale: bool
+
+
+def knowledge_base_calibration_state(*, kb: KnowledgeBase, running: tuple[str, str] | None) -> CalibrationState:
+    """Whether the base's calibration applies to the reranker now running (as its workers report it)."""
+    calibration = kb.calibration
+    if calibration is None:
+        return CalibrationState(calibration=None, status="uncalibrated", running=running, changed_share=0.0,
+                                stale=False)
+    changed = calibration_content_changed(calibration=calibration)
+    if running is None:
+        status = "unknown"
+    elif calibration.applies_to(engine=running[0], model=running[1], embed_model=kb.embed_model):
+        status = "calibrated"
+    else:
+        status = "not_applicable"
+    return CalibrationState(calibration=calibration, status=status, running=running, changed_share=changed,
+                            stale=changed > CALIBRATION_STALE_SHARE)

@@ -19,7 +19,7 @@ from reversion.models import Version
 from knowledge import bm25
 from knowledge import text as kb_text
 from knowledge.embedding import default_model_name, get_embedder
-from knowledge.models import FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.models import Calibration, FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.vector_index import ensure_vector_index
 
 logger = logging.getLogger(__name__)
@@ -451,3 +451,16 @@ def faq_embeddings_mark_stale(*, kb: KnowledgeBase, model: str) -> int:
     """Make every ``model`` vector of ``kb`` due for re-embedding without deleting it: search keeps
     using each old vector until its replacement is written. Returns how many were marked."""
     return FaqEmbedding.objects.filter(kb=kb, model=model).update(content_hash="")
+
+
+@transaction.atomic
+def knowledge_base_calibration_record(*, kb_id: int, engine: str, model: str, **measured: Any) -> Calibration:
+    """Record a calibration of what the base is now (content generation, published entries, embedding
+    model) and put it in force. Answers cached under the previous one are not served again: the
+    calibration in force is part of every answer-cache key."""
+    kb = KnowledgeBase.objects.select_for_update().get(pk=kb_id)
+    calibration = Calibration.objects.create(
+        kb=kb, engine=engine, model=model, embed_model=kb.embed_model, content_generation=kb.content_generation,
+        published_entries=FaqEntry.objects.filter(kb=kb, status=FaqStatus.PUBLISHED).count(), **measured)
+    KnowledgeBase.objects.filter(pk=kb.pk).update(calibration=calibration)
+    return calibration

@@ -154,3 +154,13 @@ def rerank_worker_readiness() -> dict[str, Any]:
         f"{w['hostname']} is loading its engine" if w["state"] == "loading"
         else f"{w['hostname']} is warming up ({w['warmed']}/{w['to_warm']} documents)"
         for w in workers))
+
+
+def rerank_running() -> tuple[str, str] | None:
+    """The engine and model the rerank workers hold (the first with a current heartbeat), or None when
+    none reports or Redis cannot be read."""
+    try:
+        workers = rerank_workers_alive()
+    except redis.RedisError:
+        return None
+    return (workers[0]["engine"], workers[0]["model"]) if workers else None

@@ -63,17 +63,39 @@ def faq_rerank_document(entry: FaqEntry) -> str:
     return "\n".join(part for part in (entry.question, entry.summary, entry.answer) if part.strip())
 
 
-def decide(*, kb: KnowledgeBase, top_score: float | None, degraded: bool, has_candidates: bool) -> str:
+@dataclass(frozen=True)
+class Thresholds:
+    answer: float | None  # None: never auto-answer
+    suggest: float
+    calibrated: bool
+
+
+def decision_thresholds(*, kb: KnowledgeBase, engine: str, model: str) -> Thresholds:
+    """The calibration's thresholds when it measured this engine, model and embedding model; otherwise
+    the uncalibrated rule: nothing vouches for any score, so never auto-answer, only suggest or hand off."""
+    calibration = kb.calibration
+    if calibration is not None and calibration.applies_to(engine=engine, model=model, embed_model=kb.embed_model):
+        return Thresholds(answer=calibration.answer_threshold, suggest=calibration.suggest_threshold, calibrated=True)
+    return Thresholds(answer=None, suggest=kb.suggest_threshold, calibrated=False)
+
+
+def decide(*, thresholds: Thresholds, top_score: float | None, degraded: bool, has_candidates: bool) -> str:
     if not has_candidates:
         return Decision.HANDOFF
     if degraded or top_score is None:
         # Without the cross-encoder we cannot claim confidence: show candidates, let a person pick.
         return Decision.SUGGEST
-    if top_score >= kb.answer_threshold:
+    if thresholds.answer is not None and top_score >= thresholds.answer:
         return Decision.ANSWER
-    if top_score >= kb.suggest_threshold:
+    if top_score >= thresholds.suggest:
         return Decision.SUGGEST
     return Decision.HANDOFF
+
+
+def rerank_identity(outcome: RerankOutcome) -> tuple[str, str]:
+    """The engine and model that scored (as the worker reports them), or the configured ones."""
+    return (outcome.engine or settings.KB_RERANK_BACKEND,
+            outcome.model or (settings.KB_RERANK_MODEL if settings.KB_RERANK_BACKEND != "lite" else "lite"))
 
 
 def _entry_payload(candidate: Candidate, *, rank: int, rerank: float | None, question: str,
@@ -113,7 +135,9 @@ def compose_answer(*, kb: KnowledgeBase, params: AskParams, candidates: list[Can
         scored = [(candidate, None) for candidate in candidates]
     degraded = outcome.status != "ok" and bool(candidates)
     top_score = scored[0][1] if scored else None
-    decision = decide(kb=kb, top_score=top_score, degraded=degraded, has_candidates=bool(scored))
+    engine, model = rerank_identity(outcome)
+    thresholds = decision_thresholds(kb=kb, engine=engine, model=model)
+    decision = decide(thresholds=thresholds, top_score=top_score, degraded=degraded, has_candidates=bool(scored))
     started = time.perf_counter()
     shown = [
         _entry_payload(candidate, rank=rank, rerank=score, question=params.question,
@@ -127,12 +151,14 @@ def compose_answer(*, kb: KnowledgeBase, params: AskParams, candidates: list[Can
         "alternatives": shown[1:],
         "candidates": [candidate.entry.pk for candidate, _ in scored],
         "rerank": {
-            "engine": outcome.engine or settings.KB_RERANK_BACKEND,
-            "model": outcome.model or (settings.KB_RERANK_MODEL if settings.KB_RERANK_BACKEND != "lite" else "lite"),
+            "engine": engine,
+            "model": model,
             "status": "ok" if outcome.status == "ok" else ("skipped" if not candidates else "degraded"),
             **({"reason": outcome.reason} if outcome.status != "ok" and candidates else {}),
         },
-        "thresholds": {"answer": kb.answer_threshold, "suggest": kb.suggest_threshold},
+        "thresholds": {"answer": thresholds.answer, "suggest": thresholds.suggest},
+        # Whether the decision came from a calibrated threshold; a degraded answer's did not.
+        "calibrated": thresholds.calibrated and not degraded,
     }
 
 
@@ -162,7 +188,7 @@ def _cache_key(kb: KnowledgeBase, params: AskParams, normalized: str) -> str:
         instruction=params.instruction or kb.rerank_instruction, filters=params.filters.as_dict(),
         top_n=params.top_n or kb.top_n, embed=kb.embed_model,
         rerank=[settings.KB_RERANK_BACKEND, settings.KB_RERANK_MODEL],
-        thresholds=[kb.answer_threshold, kb.suggest_threshold],
+        thresholds=[kb.calibration_id, kb.suggest_threshold],
     )
 
 

@@ -13,7 +13,10 @@ from django.utils import timezone
 from chat import selectors
 from chat.models import Scope
 from chat.views.access import console_view, render_console
+from knowledge.charts import evidence_rows, risk_coverage_svg
 from knowledge.models import KnowledgeBase
+from knowledge.selectors import knowledge_base_calibration_state
+from rerank.heartbeat import rerank_running
 
 WINDOWS = [(7, "7 days"), (30, "30 days"), (90, "90 days")]
 
@@ -36,6 +39,22 @@ def _window(request: HttpRequest, *, require_kb: bool = False) -> dict[str, Any]
 
 def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
+
+
+def _calibrations(kbs: list[KnowledgeBase]) -> list[dict[str, Any]]:
+    """Per base: whether its decisions are calibrated for the reranker running now, and what it buys."""
+    running = rerank_running()
+    panels = []
+    for kb in kbs:
+        state = knowledge_base_calibration_state(kb=kb, running=running)
+        calibration = state.calibration
+        panels.append({
+            "kb": kb, "state": state, "cal": calibration,
+            "evidence": evidence_rows(calibration.evidence) if calibration else [],
+            "chart": risk_coverage_svg(rows=calibration.risk_coverage, target=calibration.target_precision,
+                                       threshold=calibration.answer_threshold) if calibration else "",
+        })
+    return panels
 
 
 @console_view(Scope.ANALYTICS)
@@ -61,6 +80,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "answer_rate": _rate(summary["answer"], summary["total"]),
         "top": selectors.top_questions(kb=kb, since=since),
         "queue_size": len(selectors.unanswered_queue(kb=kb, since=since, merge_similar=False)),
+        "calibrations": _calibrations([kb] if kb else window["kbs"]),
     })
 
 

@@ -91,7 +91,7 @@ def actor(request: Request) -> User | None:
 
 def knowledge_bases_visible(request: Request) -> QuerySet[KnowledgeBase]:
     key = request_key(request)
-    queryset = KnowledgeBase.objects.all()
+    queryset = KnowledgeBase.objects.select_related("calibration")
     return queryset.filter(pk=key.kb_id) if key is not None and key.kb_id is not None else queryset
 
 

@@ -34,20 +34,27 @@ from knowledge.services import LANGUAGE_CODES, knowledge_base_create
 ASK_WINDOW = timedelta(days=7)
 # Settings that change which answer an ask gets. The answer-cache key names some of them but not
 # recall_k or rerank_k, so a change bumps content_generation, which every cache key contains.
-ANSWER_SETTINGS = frozenset({"rerank_instruction", "answer_threshold", "suggest_threshold", "recall_k", "rerank_k",
-                             "top_n"})
+ANSWER_SETTINGS = frozenset({"rerank_instruction", "suggest_threshold", "recall_k", "rerank_k", "top_n"})
 MAX_RECALL_K = 1000
 MAX_RERANK_K = 200
 MAX_TOP_N = 20
 
 
 class KnowledgeBaseOutput(serializers.ModelSerializer):
+    answer_threshold = serializers.SerializerMethodField(
+        help_text="Set by kb_calibrate, never by hand: the current calibration's answer threshold; null when the "
+                  "base is uncalibrated or nothing could be certified (it then never auto-answers).")
+
     class Meta:
         model = KnowledgeBase
         fields = ["slug", "name", "description", "languages", "embed_model", "embed_dimensions",
-                  "pending_embed_model", "rerank_instruction", "answer_threshold", "suggest_threshold", "recall_k",
-                  "rerank_k", "top_n", "content_generation", "created_at", "updated_at"]
+                  "pending_embed_model", "rerank_instruction", "answer_threshold", "suggest_threshold",
+                  "target_precision", "target_confidence", "recall_k", "rerank_k", "top_n", "content_generation",
+                  "created_at", "updated_at"]
         read_only_fields = fields
+
+    def get_answer_threshold(self, kb: KnowledgeBase) -> float | None:
+        return kb.calibration.answer_threshold if kb.calibration is not None else None
 
 
 # A pattern, not an enum: drf-spectacular names enums after their property, and this one would be a
@@ -91,9 +98,12 @@ class KnowledgeBaseUpdateInput(StrictInput):
     languages = _languages_field()
     rerank_instruction = TextField(required=False, max_length=2000, validators=[no_control_characters],
                                    help_text="Instruction given to the reranker, in English.")
-    answer_threshold = StrictFloatField(required=False, min_value=0.0, max_value=1.0)
     suggest_threshold = StrictFloatField(required=False, min_value=0.0, max_value=1.0,
-                                         help_text="At most answer_threshold.")
+                                         help_text="Until the base is calibrated: below this top score, hand off.")
+    target_precision = StrictFloatField(required=False, min_value=0.5, max_value=0.999,
+                                        help_text="Precision of auto-answers the next calibration must certify.")
+    target_confidence = StrictFloatField(required=False, min_value=0.5, max_value=0.999,
+                                         help_text="Confidence of that guarantee.")
     recall_k = StrictIntegerField(required=False, min_value=1, max_value=MAX_RECALL_K)
     rerank_k = StrictIntegerField(required=False, min_value=1, max_value=MAX_RERANK_K, help_text="At most recall_k.")
     top_n = StrictIntegerField(required=False, min_value=1, max_value=MAX_TOP_N, help_text="At most rerank_k.")
@@ -106,8 +116,6 @@ class KnowledgeBaseUpdateInput(StrictInput):
         kb: KnowledgeBase = self.context["kb"]
         merged = {field: attrs.get(field, getattr(kb, field)) for field in ANSWER_SETTINGS}
         errors: dict[str, list[str]] = {}
-        if merged["suggest_threshold"] > merged["answer_threshold"]:
-            errors["suggest_threshold"] = [f"must be at most answer_threshold ({merged['answer_threshold']})"]
         if merged["rerank_k"] > merged["recall_k"]:
             errors["rerank_k"] = [f"must be at most recall_k ({merged['recall_k']})"]
         if merged["top_n"] > merged["rerank_k"]:
@@ -119,8 +127,7 @@ class KnowledgeBaseUpdateInput(StrictInput):
 
 @transaction.atomic
 def knowledge_base_update(*, kb_id: int, data: dict[str, Any]) -> KnowledgeBase:
-    """Apply validated settings under a row lock; full_clean re-checks the threshold order
-    against the locked row, so two concurrent edits cannot cross the thresholds."""
+    """Apply validated settings under a row lock, so two concurrent edits cannot interleave."""
     kb = KnowledgeBase.objects.select_for_update().get(pk=kb_id)
     changed = {field: value for field, value in data.items() if getattr(kb, field) != value}
     if not changed:

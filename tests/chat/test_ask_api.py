@@ -19,7 +19,7 @@ from knowledge.services import faq_entry_create, faq_entry_update
 from rerank.batching import RerankRequest
 from rerank.services import rerank_submit
 from tests.conftest import WorkerProcess
-from tests.helpers import wait_until
+from tests.helpers import calibration_in_force, wait_until
 
 pytestmark = pytest.mark.worker
 
@@ -47,18 +47,38 @@ def test_answer_is_reranked_with_scores_and_highlight(api: httpx.Client, rerank_
     assert [alt["rank"] for alt in body["alternatives"]] == list(range(2, 2 + len(body["alternatives"])))
 
 
-def test_decision_follows_the_knowledge_base_thresholds(
+def test_decision_follows_the_calibrated_thresholds(
     api: httpx.Client, shop: KnowledgeBase, rerank_worker: WorkerProcess
 ) -> None:
     question = "How can I delete my account?"
-    score = _ask(api, question)["answer"]["scores"]["rerank"]
+    first = _ask(api, question)
+    score = first["answer"]["scores"]["rerank"]
     step = min(0.01, (1.0 - score) / 3)
     assert step > 0, score
+    # Uncalibrated: never an auto-answer, however high the score.
+    assert (first["decision"], first["calibrated"], first["thresholds"]["answer"]) == ("suggest", False, None)
 
     for answer_at, suggest_at, expected in ((score, 0.0, "answer"), (score + step, score, "suggest"),
-                                             (score + 2 * step, score + step, "handoff")):
-        KnowledgeBase.objects.filter(pk=shop.pk).update(answer_threshold=answer_at, suggest_threshold=suggest_at)
-        assert _ask(api, question)["decision"] == expected
+                                             (score + 2 * step, score + step, "handoff"), (None, 0.0, "suggest")):
+        calibration_in_force(shop, answer=answer_at, suggest=suggest_at)
+        body = _ask(api, question)
+        assert (body["decision"], body["calibrated"], body["thresholds"]["answer"]) == (expected, True, answer_at)
+
+
+def test_an_engine_or_model_change_drops_the_base_to_uncalibrated(
+    api: httpx.Client, shop: KnowledgeBase, rerank_worker: WorkerProcess
+) -> None:
+    """GIVEN a calibration that auto-answers everything, measured with the Qwen3 engine
+    WHEN the lite engine answers
+    THEN the calibration does not apply: suggest, calibrated false; and it applies again once it is lite's."""
+    question = "How can I delete my account?"
+    calibration_in_force(shop, answer=0.0, suggest=0.0, engine="vllm", model="Qwen/Qwen3-Reranker-0.6B")
+    other = _ask(api, question)
+    assert (other["decision"], other["calibrated"], other["rerank"]["engine"]) == ("suggest", False, "lite")
+    calibration_in_force(shop, answer=0.0, suggest=0.0, engine="lite", model="lite-v0")  # another model
+    assert (_ask(api, question)["decision"], _ask(api, question)["calibrated"]) == ("suggest", False)
+    calibration_in_force(shop, answer=0.0, suggest=0.0)
+    assert (_ask(api, question)["decision"], _ask(api, question)["calibrated"]) == ("answer", True)
 
 
 def test_script_in_an_answer_comes_back_inert(api: httpx.Client, shop: KnowledgeBase,
@@ -198,3 +218,24 @@ def test_a_follow_up_ask_joins_its_ticket(api: httpx.Client, rerank_worker: Work
     unknown = api.post("/api/v1/ask", json={"kb": "shop", "question": "还在吗", "ticket": str(uuid.uuid4())})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
     assert Question.objects.count() == 2
+
+
+def test_a_cache_hit_on_a_calibrated_base_is_still_one_statement(
+    shop: KnowledgeBase, rerank_worker: WorkerProcess
+) -> None:
+    """The calibration in force is read on a miss only; a hit costs what it cost before: the one statement
+    that records ticket, question and ask log."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.services.ask import AskParams, ask
+
+    calibration_in_force(shop, answer=0.0, suggest=0.0)
+    params = AskParams(question="How can I delete my account?")
+    kb = KnowledgeBase.objects.get(pk=shop.pk)
+    assert ask(kb=kb, params=params)["cache"] == "miss"
+    kb = KnowledgeBase.objects.get(pk=shop.pk)
+    with CaptureQueriesContext(connection) as captured:
+        body = ask(kb=kb, params=params)
+    assert (body["cache"], body["decision"], body["calibrated"]) == ("hit", "answer", True)
+    assert len(captured.captured_queries) == 1, [query["sql"][:80] for query in captured.captured_queries]

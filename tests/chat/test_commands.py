@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 from chat.models import AskLog
 from knowledge.models import KnowledgeBase
 from tests.conftest import WorkerProcess
+from tests.helpers import calibration_in_force
 
 pytestmark = pytest.mark.worker
 
@@ -54,12 +55,13 @@ def test_kb_eval_reports_every_stage_and_the_decision_mix(
         {"query": "How can I remove my account for good?", "relevant_ids": ["delete-account"]},
         {"query": "password reset link", "relevant_ids": ["reset-password", "delete-account"]},
         {"query": "What is the weather tomorrow?", "relevant_ids": ["not-in-this-kb"]},
+        {"query": "明天北京天气怎么样", "relevant_ids": []},  # a no-answer question
     ]
     path = tmp_file("queries.jsonl", "\n".join(json.dumps(q, ensure_ascii=False) for q in queries).encode())
 
-    report = _run("kb_eval", "--kb", "shop", "--queries", str(path), "--wait", "30")
+    report = _run("kb_eval", "--kb", "shop", "--queries", str(path), "--wait", "30", "--simulate-no-answer")
 
-    assert report["queries"] == 5
+    assert (report["queries"], report["answerable"], report["no_answer"]) == (6, 5, 1)
     assert set(report["stages"]) == {"vector", "fulltext", "fused", "reranked"}
     for metrics in report["stages"].values():
         assert set(metrics) == {"recall@1", "recall@5", "recall@10", "recall@50", "mrr@10"}
@@ -67,8 +69,24 @@ def test_kb_eval_reports_every_stage_and_the_decision_mix(
     # Four answerable queries of five; the reranker puts each right answer first.
     assert report["stages"]["reranked"]["recall@1"] == 0.8
     assert report["stages"]["reranked"]["mrr@10"] == 0.8
-    assert sum(report["decisions"].values()) == 5
+    # Uncalibrated: nothing is auto-answered, so no false answers either.
+    decision = report["decision"]
+    assert (decision["decisions"]["answer"], decision["answer_precision"], decision["false_answer_rate"]) == (
+        0, None, 0)
+    assert sum(decision["decisions"].values()) == 6 and report["thresholds"]["calibrated"] is False
+    assert 0.0 <= decision["auroc"] <= 1.0 and 0.0 <= decision["ece"] <= 1.0
+    assert [row["cutoff"] for row in decision["risk_coverage"]][:2] == [0.95, 0.9]
+    # The four queries naming entries of this base, asked again with those entries left out.
+    assert report["simulated_no_answer"]["questions"] == 4
     assert not AskLog.objects.exists()  # an evaluation is not customer traffic
+
+    calibration_in_force(shop, answer=0.0, suggest=0.0)  # answers everything
+    report = _run("kb_eval", "--kb", "shop", "--queries", str(path), "--wait", "30", "--simulate-no-answer")
+    decision = report["decision"]
+    assert report["thresholds"]["calibrated"] is True
+    # Right at rank 1 for 4 of the 6; the no-answer question and every left-out copy are false answers.
+    assert (decision["coverage"], decision["answer_precision"], decision["false_answer_rate"]) == (1.0, 0.6667, 1.0)
+    assert report["simulated_no_answer"]["false_answer_rate"] == 1.0
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -21,7 +21,7 @@ def manager(kb: KnowledgeBase) -> Client:
 
 def _settings(kb: KnowledgeBase) -> tuple[object, ...]:
     kb.refresh_from_db()
-    return (kb.name, kb.answer_threshold, kb.suggest_threshold, kb.recall_k, kb.rerank_k, kb.top_n,
+    return (kb.name, kb.target_precision, kb.suggest_threshold, kb.recall_k, kb.rerank_k, kb.top_n,
             kb.content_generation)
 
 
@@ -29,8 +29,9 @@ def test_create_get_and_list(manager: Client, kb: KnowledgeBase) -> None:
     response = call(manager, "POST", "/api/v1/kbs", {"slug": "globex", "name": "Globex", "languages": ["en", "en"]})
     assert response.status_code == 201, response.content
     body = response.json()
-    assert (body["slug"], body["name"], body["languages"], body["answer_threshold"]) == ("globex", "Globex", ["en"],
-                                                                                         0.7)
+    # Uncalibrated: no answer threshold until kb_calibrate certifies one.
+    assert (body["slug"], body["name"], body["languages"], body["answer_threshold"], body["target_precision"]) == (
+        "globex", "Globex", ["en"], None, 0.9)
     assert body["embed_model"] == kb.embed_model and body["embed_dimensions"] == kb.embed_dimensions
     assert call(manager, "GET", "/api/v1/kbs/globex").json() == body
     listed = call(manager, "GET", "/api/v1/kbs").json()
@@ -65,21 +66,24 @@ def test_patch_tunes_and_invalidates_cached_answers(manager: Client, kb: Knowled
     assert renamed.status_code == 200
     assert (renamed.json()["name"], renamed.json()["content_generation"]) == ("ACME", generation)
 
-    tuned = call(manager, "PATCH", "/api/v1/kbs/acme", {"answer_threshold": 0.8, "suggest_threshold": 0.8,
+    tuned = call(manager, "PATCH", "/api/v1/kbs/acme", {"target_precision": 0.95, "suggest_threshold": 0.8,
                                                         "recall_k": 100, "rerank_k": 30, "top_n": 5})
     assert tuned.status_code == 200, tuned.content
-    assert _settings(kb) == ("ACME", 0.8, 0.8, 100, 30, 5, generation + 1)
+    assert _settings(kb) == ("ACME", 0.95, 0.8, 100, 30, 5, generation + 1)
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"suggest_threshold": 0.9}, "suggest_threshold"),  # above the answer threshold (0.7)
-        ({"answer_threshold": 0.1}, "suggest_threshold"),  # below the suggest threshold (0.25)
-        ({"answer_threshold": 1.5}, "answer_threshold"),
+        ({"answer_threshold": 0.1}, "answer_threshold"),  # set by kb_calibrate only: read-only
+        ({"target_precision": 1.5}, "target_precision"),
+        ({"target_precision": 0}, "target_precision"),
+        ({"target_precision": "high"}, "target_precision"),
+        ({"target_confidence": 1}, "target_confidence"),
+        ({"suggest_threshold": 1.5}, "suggest_threshold"),
         ({"suggest_threshold": -0.1}, "suggest_threshold"),
-        ({"answer_threshold": True}, "answer_threshold"),
-        ({"answer_threshold": "0.9"}, "answer_threshold"),
+        ({"suggest_threshold": True}, "suggest_threshold"),
+        ({"suggest_threshold": "0.9"}, "suggest_threshold"),
         ({"recall_k": 0}, "recall_k"),
         ({"recall_k": 10_000}, "recall_k"),
         ({"rerank_k": 60}, "rerank_k"),  # above recall_k (50)

@@ -29,6 +29,7 @@ from chat.services.ask import AskParams, ask
 from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.services import faq_entries_embed, faq_entry_create, faq_entry_update, knowledge_base_create
 from tests.conftest import WorkerProcess
+from tests.helpers import calibration_in_force
 
 pytestmark = pytest.mark.worker
 
@@ -126,10 +127,11 @@ def payload_of(entry: dict[str, Any]) -> str:
     return PAYLOADS[int(entry["external_id"].removeprefix("xss-"))]
 
 
-def kb_tune(kb: KnowledgeBase, *, answer: float, suggest: float) -> None:
+def kb_tune(kb: KnowledgeBase, *, answer: float | None, suggest: float) -> None:
     """Decide by thresholds the test picks; rerank only the three candidates that are shown (top_n),
     which keeps each ask's first rerank short on a busy machine."""
-    KnowledgeBase.objects.filter(pk=kb.pk).update(answer_threshold=answer, suggest_threshold=suggest, rerank_k=3)
+    KnowledgeBase.objects.filter(pk=kb.pk).update(rerank_k=3)
+    calibration_in_force(kb, answer=answer, suggest=suggest)
     kb.refresh_from_db()
 
 
@@ -163,7 +165,7 @@ def test_widget_shows_hostile_entries_and_questions_as_text(
     expect(mark).to_contain_text(f"until {payload_of(top)} unblocks", use_inner_text=True)
     watch.assert_inert("the widget's answer")
 
-    kb_tune(demo_kb, answer=2.0, suggest=-1.0)  # never confident: answer and alternatives
+    kb_tune(demo_kb, answer=None, suggest=0.0)  # never confident: answer and alternatives
     box.fill("my voucher is refused, when does it unblock?")
     box.press("Enter")
     suggestion = log.locator(".msg.bot").last
@@ -196,7 +198,7 @@ def test_console_and_insights_show_hostile_tickets_as_text(
     knowledge base that is never confident (so every question waits in the unanswered queue)
     THEN the inbox, each ticket page and the insights pages show them as text, and so do the
     error messages that echo a forged action back."""
-    kb_tune(demo_kb, answer=2.0, suggest=-1.0)
+    kb_tune(demo_kb, answer=None, suggest=0.0)
     # Never answered from, so always in the per-entry usage's "never used" list with its category.
     draft = faq_entry_create(kb=demo_kb, data={**hostile_entry(len(PAYLOADS), PAYLOADS[5]), "status": "draft"})
     asked = [(payload, ask(kb=demo_kb, params=AskParams(question=f"voucher {index} refused {payload}"),

@@ -1,0 +1,104 @@
+"""Asking many labelled questions through the real recall and rerank path, for kb_eval and kb_calibrate."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chat.calibration import Observation
+from chat.services.ask import faq_rerank_document
+from knowledge.models import KnowledgeBase
+from knowledge.selectors import Recall, faq_recall
+from rerank.batching import RerankRequest
+from rerank.services import rerank_score
+
+RERANK_BATCH = 8
+# Labelled evaluation is not a customer waiting: give the rerank worker all the time it needs.
+RERANK_WAIT = 600
+
+
+class EvaluationError(Exception):
+    """Input or infrastructure that makes an evaluation impossible; the message says which."""
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    query: str
+    relevant: frozenset[int]  # entry ids; empty = a no-answer question
+    exclude: tuple[int, ...] = ()  # entries left out of recall for this ask
+    # Labelled with ids this base does not have: an answerable question we can only get wrong.
+    unmatched: bool = False
+
+
+@dataclass
+class Scored:
+    query: LabelledQuery
+    recall: Recall
+    reranked: list[int]  # entry ids, best first (the reranked candidates)
+    scores: list[float]  # their rerank scores, best first
+
+    def observation(self, *, top_n: int) -> Observation:
+        top = self.scores[0] if self.scores else None
+        return Observation(score=top, correct=bool(self.reranked) and self.reranked[0] in self.query.relevant,
+                           answerable=bool(self.query.relevant) or self.query.unmatched,
+                           shown=bool(set(self.reranked[:top_n]) & self.query.relevant))
+
+
+@dataclass
+class ScoredRun:
+    scored: list[Scored] = field(default_factory=list)
+    engine: str = ""
+    model: str = ""
+
+
+def labelled_queries_read(path: Path, *, allow_no_answer: bool = True) -> list[dict[str, Any]]:
+    """``{"query", "relevant_ids"}`` lines; ``relevant_ids: []`` marks a no-answer question."""
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"Cannot read {path}: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvaluationError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip() \
+                or not isinstance(row.get("relevant_ids"), list) or (not allow_no_answer and not row["relevant_ids"]):
+            raise EvaluationError(f'{path}:{number}: expected {{"query": text, "relevant_ids": [ids]}}')
+        rows.append(row)
+    if not rows:
+        raise EvaluationError(f"{path} has no queries")
+    return rows
+
+
+def queries_score(*, kb: KnowledgeBase, queries: Sequence[LabelledQuery], recall_k: int | None = None,
+                  recall_limit: int | None = None, progress: Callable[[int], None] | None = None) -> ScoredRun:
+    """Recall and rerank every query as an ask does (the base's rerank_k candidates, its instruction)."""
+    run = ScoredRun()
+    for start in range(0, len(queries), RERANK_BATCH):
+        batch = queries[start:start + RERANK_BATCH]
+        recalls = [faq_recall(kb=kb, query=item.query, recall_k=recall_k, limit=recall_limit,
+                              exclude_entry_ids=item.exclude) for item in batch]
+        to_rerank = [recall.candidates[: kb.rerank_k] for recall in recalls]
+        outcome = rerank_score(
+            requests=[RerankRequest(query=item.query, documents=[faq_rerank_document(c.entry) for c in cands],
+                                    instruction=kb.rerank_instruction)
+                      for item, cands in zip(batch, to_rerank, strict=True)],
+            timeout=RERANK_WAIT,
+        )
+        if outcome.status != "ok":
+            raise EvaluationError(f"The rerank worker did not answer ({outcome.reason}); is it running?")
+        run.engine, run.model = outcome.engine, outcome.model
+        for item, recall, cands, scores in zip(batch, recalls, to_rerank, outcome.scores, strict=True):
+            order = sorted(range(len(cands)), key=lambda index: -scores[index])
+            run.scored.append(Scored(query=item, recall=recall, reranked=[cands[i].entry.pk for i in order],
+                                     scores=[scores[i] for i in order]))
+        if progress is not None:
+            progress(len(batch))
+    return run
