@@ -127,6 +127,56 @@ class Question(models.Model):
         return self.text[:80]
 
 
+class Message(models.Model):
+    """What a person said on a ticket, or what happened to it. The engine's own turns (questions it
+    was asked, answers it gave) are the ticket's ``Question`` rows; a conversation is both, in time order.
+
+    Every insert first locks its ticket's row (``chat.services.messages``), so on one ticket ids grow
+    in commit order and the id is a cursor: a poll for ``id > cursor`` never skips a late commit."""
+
+    class Kind(models.TextChoices):
+        CUSTOMER = "customer", "Customer message"
+        AGENT = "agent", "Agent reply"
+        EVENT = "event", "Event"
+
+    class Event(models.TextChoices):
+        HANDED_OFF = "handed_off", "Handed off"
+        ASSIGNED = "assigned", "Assigned"
+        UNASSIGNED = "unassigned", "Unassigned"
+        RESOLVED = "resolved", "Resolved"
+
+    class Via(models.TextChoices):
+        WIDGET = "widget", "Widget"
+        API = "api", "API"
+        CONSOLE = "console", "Console"
+        HELPDESK = "helpdesk", "Helpdesk"
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="messages")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    body = models.TextField(blank=True)
+    event = models.CharField(max_length=16, choices=Event.choices, blank=True)
+    # An agent reply that sent an FAQ entry's answer: "agent used entry X" (not a rating of it).
+    entry = models.ForeignKey("knowledge.FaqEntry", null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    entry_edited = models.BooleanField(null=True, blank=True)
+    author = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Who, as shown to the customer: the console user's name, or the helpdesk agent's.
+    author_name = models.CharField(max_length=200, blank=True)
+    via = models.CharField(max_length=16, choices=Via.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["ticket", "id"], name="message_ticket_cursor")]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(kind="event") | ~models.Q(event=""), name="event_message_named"),
+            models.CheckConstraint(condition=models.Q(kind="event") | ~models.Q(body=""), name="message_has_body"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on ticket {self.ticket_id}"
+
+
 class Feedback(models.Model):
     class Source(models.TextChoices):
         CUSTOMER = "customer", "Customer"

@@ -304,6 +304,8 @@ KB_RERANK_MAX_REQUEST_CHARS = env_int("KB_RERANK_MAX_REQUEST_CHARS",
 KB_ANSWER_CACHE_TTL = env_int("KB_ANSWER_CACHE_TTL", 3600, minimum=1)
 KB_THROTTLE_RATE = env_rate("KB_THROTTLE_RATE", "600/min")
 KB_WIDGET_THROTTLE_RATE = env_rate("KB_WIDGET_THROTTLE_RATE", "60/min")
+# A widget polls its ticket every few seconds while a person may answer (chat/static/chat/widget).
+KB_POLL_THROTTLE_RATE = env_rate("KB_POLL_THROTTLE_RATE", "60/min")
 
 # --- Metrics ------------------------------------------------------------------------------------
 # Bearer token /metrics requires; unset, only direct requests from private addresses may scrape.

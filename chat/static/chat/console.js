@@ -179,7 +179,22 @@
     });
   }
 
+  // --- <textarea data-submit-on-ctrl-enter>: Ctrl+Enter (Cmd+Enter on a Mac) sends its form.
+  function initCtrlEnter(root) {
+    root.querySelectorAll("textarea[data-submit-on-ctrl-enter]").forEach((area) => {
+      if (area.dataset.bound) return;
+      area.dataset.bound = "1";
+      area.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !event.isComposing) {
+          event.preventDefault();
+          area.form.requestSubmit();
+        }
+      });
+    });
+  }
+
   function init(root) {
+    initCtrlEnter(root);
     initAutosubmit(root);
     initSortable(root);
     initCopy(root);
