@@ -391,6 +391,7 @@ class EntryUsage:
     helpful: int = 0
     not_helpful: int = 0
     chosen: int = 0  # times a customer or agent picked it over the top result
+    sent: int = 0  # times an agent sent it to a customer, as is or edited: use, not a rating
 
     @property
     def rated(self) -> int:
@@ -402,7 +403,7 @@ class EntryUsage:
 
     @property
     def used(self) -> bool:
-        return bool(self.top or self.chosen)
+        return bool(self.top or self.chosen or self.sent)
 
 
 def entry_usage(*, kb: KnowledgeBase, since: datetime) -> list[EntryUsage]:
@@ -416,8 +417,8 @@ def entry_usage(*, kb: KnowledgeBase, since: datetime) -> list[EntryUsage]:
         if row["top_entry_id"] in usage:
             usage[row["top_entry_id"]].top = row["top"]
             usage[row["top_entry_id"]].answered = row["answered"]
-    # Feedback rates the answer the question was given (its ask log's top entry).
-    rated: Any = (Feedback.objects.filter(created_at__gte=since, question__ticket__kb=kb,
+    # Customers' ratings of the answer the question was given (its ask log's top entry).
+    rated: Any = (Feedback.objects.filter(created_at__gte=since, question__ticket__kb=kb, source=Feedback.Source.CUSTOMER,
                                      question__logs__top_entry__isnull=False, helpful__isnull=False)
              .exclude(question__ticket__channel=WORKBENCH)
              .order_by().values(entry_id=F("question__logs__top_entry_id"))
@@ -432,4 +433,9 @@ def entry_usage(*, kb: KnowledgeBase, since: datetime) -> list[EntryUsage]:
     for row in chosen:
         if row["chosen_entry_id"] in usage:
             usage[row["chosen_entry_id"]].chosen = row["n"]
+    sent: Any = (Message.objects.filter(created_at__gte=since, kind=Message.Kind.AGENT, entry__kb=kb)
+                 .order_by().values("entry_id").annotate(n=Count("pk")))
+    for row in sent:
+        if row["entry_id"] in usage:
+            usage[row["entry_id"]].sent = row["n"]
     return list(usage.values())
