@@ -418,8 +418,9 @@ def entry_usage(*, kb: KnowledgeBase, since: datetime) -> list[EntryUsage]:
             usage[row["top_entry_id"]].top = row["top"]
             usage[row["top_entry_id"]].answered = row["answered"]
     # Customers' ratings of the answer the question was given (its ask log's top entry).
-    rated: Any = (Feedback.objects.filter(created_at__gte=since, question__ticket__kb=kb, source=Feedback.Source.CUSTOMER,
-                                     question__logs__top_entry__isnull=False, helpful__isnull=False)
+    rated: Any = (Feedback.objects.filter(created_at__gte=since, question__ticket__kb=kb,
+                                          source=Feedback.Source.CUSTOMER,
+                                          question__logs__top_entry__isnull=False, helpful__isnull=False)
              .exclude(question__ticket__channel=WORKBENCH)
              .order_by().values(entry_id=F("question__logs__top_entry_id"))
              .annotate(yes=Count("pk", filter=Q(helpful=True)), no=Count("pk", filter=Q(helpful=False))))

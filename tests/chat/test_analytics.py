@@ -139,7 +139,8 @@ def test_entries_agents_send_count_as_use_apart_from_customer_ratings(
     """GIVEN a question answered with one entry WHEN an agent sends another entry (edited), sends a free-text
     reply and rates the answer THEN the sent entry counts as sent by agents, the free text counts for no entry,
     and the helpful rate stays the customers' (the agent's verdict is not one of them)."""
-    refund, address = (faq_entry_create(kb=kb, data={"question": q, "answer": "…"}) for q in ("退款多久到账", "怎么改地址"))
+    refund, address = (faq_entry_create(kb=kb, data={"question": q, "answer": "…"})
+                       for q in ("退款多久到账", "怎么改地址"))
     question = record(kb, "退款多久", top=refund, helpful=True)
     agent = staff_user("agent")
     agent_message_send(ticket=question.ticket, body="先改地址：在订单详情页点“修改地址”。", via="console", author=agent,
