@@ -19,7 +19,9 @@
     const headers = Array.from(th.parentElement.children);
     const index = headers.indexOf(th);
     const type = th.dataset.type || "text";
-    const ascending = th.getAttribute("aria-sort") !== "ascending";
+    // First click: ascending, or descending for columns that say so (scores: best first).
+    const current = th.getAttribute("aria-sort");
+    const ascending = current ? current !== "ascending" : th.dataset.firstSort !== "descending";
     headers.forEach((other) => other.removeAttribute("aria-sort"));
     th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
     const body = table.tBodies[0];
