@@ -23,7 +23,7 @@ from chat.conversation import (
 )
 from chat.models import ApiKey, Decision, Feedback, Message, Question, Scope, Ticket
 from chat.services.ask import AskParams, ask, question_clean
-from chat.services.messages import customer_message_send
+from chat.services.messages import agent_message_send, customer_message_send
 from chat.services.tickets import (
     feedback_create,
     question_submit,
@@ -378,6 +378,33 @@ class TicketMessagesApi(APIView):
         via = Message.Via.WIDGET if ticket.channel == "widget" else Message.Via.API
         try:
             message = customer_message_send(ticket=ticket, text=data.validated_data["text"], via=via)
+        except DjangoValidationError as error:
+            raise_drf(error)
+        return Response(message_item(message), status=status.HTTP_201_CREATED)
+
+
+class HelpdeskReplyInput(serializers.Serializer):
+    text = serializers.CharField(trim_whitespace=False, max_length=4000)
+    author = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+
+class TicketReplyApi(APIView):
+    """A person's reply from the team's own helpdesk (or any server integration): the customer sees it
+    in the widget as an agent message."""
+
+    permission_classes = [requires_scope(Scope.TICKETS)]
+
+    @extend_schema(request=HelpdeskReplyInput, responses={201: ConversationItemOutput, **errors(400, 404)},
+                   operation_id="ticket_reply_create")
+    def post(self, request: Request, public_id: str) -> Response:
+        ticket = ticket_for(request, public_id)
+        data = HelpdeskReplyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        staff = request.user if getattr(request.user, "pk", None) else None
+        via = Message.Via.HELPDESK if isinstance(request.auth, ApiKey) else Message.Via.API
+        try:
+            message = agent_message_send(ticket=ticket, body=data.validated_data["text"], via=via, author=staff,
+                                         author_name=data.validated_data["author"].strip())
         except DjangoValidationError as error:
             raise_drf(error)
         return Response(message_item(message), status=status.HTTP_201_CREATED)

@@ -8,6 +8,7 @@ urlpatterns = [
     path("tickets/<uuid:public_id>", apis.TicketDetailApi.as_view(), name="ticket"),
     path("tickets/<uuid:public_id>/questions", apis.TicketQuestionApi.as_view(), name="ticket-questions"),
     path("tickets/<uuid:public_id>/messages", apis.TicketMessagesApi.as_view(), name="ticket-messages"),
+    path("tickets/<uuid:public_id>/replies", apis.TicketReplyApi.as_view(), name="ticket-replies"),
     path("tickets/<uuid:public_id>/handoff", apis.TicketHandOffApi.as_view(), name="ticket-handoff"),
     path("tickets/<uuid:public_id>/resolve", apis.TicketResolveApi.as_view(), name="ticket-resolve"),
     path("feedback", apis.FeedbackApi.as_view(), name="feedback"),

@@ -44,7 +44,16 @@ def message_create(
         ticket=ticket, kind=kind, via=via, body=body, event=event, entry=entry, entry_edited=entry_edited,
         author=author if getattr(author, "pk", None) else None, author_name=author_name,
     )
+    if kind == Message.Kind.CUSTOMER or event == Message.Event.HANDED_OFF:
+        transaction.on_commit(lambda: _notify_helpdesk(ticket.pk, message.pk))
     return message
+
+
+def _notify_helpdesk(ticket_id: int, message_id: int) -> None:
+    # Local import: the webhook service enqueues its task, and the task module imports services.
+    from chat.services.webhooks import webhook_delivery_queue
+
+    webhook_delivery_queue(ticket_id=ticket_id, message_id=message_id)
 
 
 def customer_message_send(*, ticket: Ticket, text: Any, via: str) -> Message:
