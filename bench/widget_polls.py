@@ -44,6 +44,7 @@ class Asked:
     ms: float
     status: int
     cache: str = ""
+    rerank: str = ""
 
 
 @dataclass
@@ -81,7 +82,10 @@ def run_asks(base: str, key: str, plan: list[str], *, concurrency: int, seconds:
             except httpx.HTTPError:
                 return Asked((time.perf_counter() - started) * 1000, 0)
             ms = (time.perf_counter() - started) * 1000
-            return Asked(ms, response.status_code, response.json().get("cache", "") if response.is_success else "")
+            if not response.is_success:
+                return Asked(ms, response.status_code)
+            body = response.json()
+            return Asked(ms, response.status_code, body["cache"], body["rerank"]["status"])
 
         return run_concurrently(one, plan, concurrency, max_seconds=seconds, desc=desc)
 
@@ -153,9 +157,11 @@ def summary(label: str, asks: list[Asked], seconds: float) -> tuple[float, float
     ok = [a.ms for a in asks if a.status == 200]
     errors = len(asks) - len(ok)
     hits = sum(1 for a in asks if a.cache == "hit")
+    # A degraded answer (no rerank within KB_RERANK_TIMEOUT) is never cached: it also lowers the hits.
+    degraded = sum(1 for a in asks if a.rerank == "degraded")
     p50, p95, p99 = (percentile(ok, q) for q in (50, 95, 99))
     print(f"{label}: {len(asks)} asks in {seconds:.0f}s ({len(asks) / seconds:.1f}/s), p50 {p50:.0f} ms, "
-          f"p95 {p95:.0f} ms, p99 {p99:.0f} ms, cache hits {hits}/{len(asks)}, errors {errors}")
+          f"p95 {p95:.0f} ms, p99 {p99:.0f} ms, cache hits {hits}/{len(asks)}, degraded {degraded}, errors {errors}")
     return p50, p95
 
 
