@@ -230,7 +230,10 @@
   }
   function remember(ticket) {
     if (state.ticket !== ticket) { state.ticket = ticket; state.status = "open"; state.cursor = 0; state.seen = 0; }
-    if (state.status === "open") human.hidden = false;
+    if (state.status === "open") {  // the footer's offer again; an older one in the log goes
+      log.querySelectorAll(".human").forEach(function (button) { button.remove(); });
+      human.hidden = false;
+    }
     save();
     schedule();
   }
@@ -271,6 +274,7 @@
   function offerHuman() {
     if (state.status !== "open") return;
     log.querySelectorAll(".human").forEach(function (button) { button.remove(); });
+    human.hidden = true;  // the offer in the log replaces the one in the footer
     var button = el("button", { class: "human", type: "button" }, t.human);
     button.addEventListener("click", handOff);
     log.appendChild(button);
