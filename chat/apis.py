@@ -14,8 +14,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat.models import ApiKey, Decision, Feedback, Question, Scope, Ticket
+from chat.conversation import (
+    message_item,
+    messages_after,
+    ticket_conversation,
+    ticket_conversation_prefetch,
+    ticket_cursor,
+)
+from chat.models import ApiKey, Decision, Feedback, Message, Question, Scope, Ticket
 from chat.services.ask import AskParams, ask, question_clean
+from chat.services.messages import agent_message_send, customer_message_send
 from chat.services.tickets import (
     feedback_create,
     question_submit,
@@ -25,6 +33,7 @@ from chat.services.tickets import (
 )
 from kbservice.api.auth import requires_scope
 from kbservice.api.schema import errors
+from kbservice.api.throttling import TicketPollThrottle
 from knowledge.apis.common import MAX_ID, Pagination
 from knowledge.apis.entries import FaqTextOutput
 from knowledge.models import KnowledgeBase
@@ -188,6 +197,10 @@ def ticket_payload(ticket: Ticket, *, with_questions: bool = True) -> dict[str, 
         "handed_off_at": ticket.handed_off_at, "resolved_at": ticket.resolved_at,
     }
     if with_questions:
+        ticket_conversation_prefetch(ticket)
+        conversation = ticket_conversation(ticket=ticket)
+        body["messages"] = conversation
+        body["cursor"] = ticket_cursor(conversation)
         body["questions"] = [
             {"id": q.pk, "question": q.text, "state": q.state, "decision": q.decision or None,
              "created_at": q.created_at, "answered_at": q.answered_at,
@@ -222,7 +235,29 @@ class TicketQuestionOutput(serializers.Serializer):
     rerank = RerankStatusOutput(required=False)
 
 
+class ConversationItemOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="q<question id>, a<question id> (its answer) or m<message id>.")
+    seq = serializers.IntegerField(required=False, help_text="Messages only: the value to poll after.")
+    kind = serializers.ChoiceField(choices=["question", "answer", *Message.Kind.values])
+    at = serializers.DateTimeField()
+    via = serializers.ChoiceField(choices=Message.Via.choices, required=False)
+    text = serializers.CharField(required=False, help_text="What the customer or agent wrote.")
+    event = serializers.ChoiceField(choices=Message.Event.choices, required=False)
+    author = serializers.CharField(required=False, allow_blank=True, help_text="Agent replies: who wrote it.")
+    entry = inline_serializer("SentEntry", {
+        "id": serializers.IntegerField(), "external_id": serializers.CharField(allow_blank=True),
+        "question": serializers.CharField(), "edited": serializers.BooleanField()},
+        required=False, allow_null=True, help_text="Agent replies: the FAQ entry sent, if one was.")
+    question_id = serializers.IntegerField(required=False)
+    decision = serializers.ChoiceField(choices=Decision.choices, required=False)
+    answer = AnsweredEntryOutput(allow_null=True, required=False)
+    alternatives = AnsweredEntryOutput(many=True, required=False)
+    rerank = RerankStatusOutput(required=False)
+
+
 class TicketWithQuestionsOutput(TicketOutput):
+    messages = ConversationItemOutput(many=True, help_text="The conversation, oldest first.")
+    cursor = serializers.IntegerField(help_text="Poll GET …/messages?after=<cursor> for what comes next.")
     questions = TicketQuestionOutput(many=True)
 
 
@@ -304,6 +339,88 @@ class TicketQuestionApi(APIView):
                         status=status.HTTP_202_ACCEPTED)
 
 
+class MessagesQuery(serializers.Serializer):
+    after = serializers.IntegerField(required=False, min_value=0, max_value=2**63 - 1, default=0)
+
+
+class MessagesOutput(serializers.Serializer):
+    ticket = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Ticket.Status.choices)
+    assigned = serializers.BooleanField(help_text="Whether a person has taken the ticket.")
+    messages = ConversationItemOutput(many=True)
+    cursor = serializers.IntegerField()
+
+
+class CustomerMessageInput(serializers.Serializer):
+    text = QuestionField()
+
+
+class TicketMessagesApi(APIView):
+    """The widget's poll (GET, after a cursor) and the customer writing to the person (POST).
+
+    A poll is two indexed reads and no write, and it is throttled per ticket rather than from the
+    key's ask budget: every open widget of a site shares one publishable key."""
+
+    permission_classes = [requires_scope(Scope.ASK)]
+
+    def get_throttles(self) -> list[Any]:
+        if self.request.method == "GET":
+            return [TicketPollThrottle()]
+        return super().get_throttles()
+
+    @extend_schema(parameters=[MessagesQuery], responses={200: MessagesOutput, **errors(404)},
+                   operation_id="ticket_messages")
+    def get(self, request: Request, public_id: str) -> Response:
+        query = MessagesQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        ticket = ticket_for(request, public_id)
+        after = query.validated_data["after"]
+        items = [message_item(message) for message in messages_after(ticket=ticket, after=after)]
+        return Response({"ticket": str(ticket.public_id), "status": ticket.status,
+                         "assigned": ticket.assigned_to_id is not None, "messages": items,
+                         "cursor": max((item["seq"] for item in items), default=after)})
+
+    @extend_schema(request=CustomerMessageInput, responses={201: ConversationItemOutput, **errors(400, 404)},
+                   operation_id="ticket_message_create")
+    def post(self, request: Request, public_id: str) -> Response:
+        ticket = ticket_for(request, public_id)
+        data = CustomerMessageInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        via = Message.Via.WIDGET if ticket.channel == "widget" else Message.Via.API
+        try:
+            message = customer_message_send(ticket=ticket, text=data.validated_data["text"], via=via)
+        except DjangoValidationError as error:
+            raise_drf(error)
+        return Response(message_item(message), status=status.HTTP_201_CREATED)
+
+
+class HelpdeskReplyInput(serializers.Serializer):
+    text = serializers.CharField(trim_whitespace=False, max_length=4000)
+    author = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+
+class TicketReplyApi(APIView):
+    """A person's reply from the team's own helpdesk (or any server integration): the customer sees it
+    in the widget as an agent message."""
+
+    permission_classes = [requires_scope(Scope.TICKETS)]
+
+    @extend_schema(request=HelpdeskReplyInput, responses={201: ConversationItemOutput, **errors(400, 404)},
+                   operation_id="ticket_reply_create")
+    def post(self, request: Request, public_id: str) -> Response:
+        ticket = ticket_for(request, public_id)
+        data = HelpdeskReplyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        staff = request.user if getattr(request.user, "pk", None) else None
+        via = Message.Via.HELPDESK if isinstance(request.auth, ApiKey) else Message.Via.API
+        try:
+            message = agent_message_send(ticket=ticket, body=data.validated_data["text"], via=via, author=staff,
+                                         author_name=data.validated_data["author"].strip())
+        except DjangoValidationError as error:
+            raise_drf(error)
+        return Response(message_item(message), status=status.HTTP_201_CREATED)
+
+
 class TicketHandOffApi(APIView):
     """The customer (or an agent) asks for a person."""
 
@@ -313,7 +430,9 @@ class TicketHandOffApi(APIView):
                    operation_id="ticket_hand_off")
     def post(self, request: Request, public_id: str) -> Response:
         try:
-            ticket = ticket_hand_off(ticket=ticket_for(request, public_id))
+            ticket = ticket_hand_off(ticket=ticket_for(request, public_id),
+                                     via=Message.Via.WIDGET if isinstance(request.auth, ApiKey) and
+                                     request.auth.kind == ApiKey.Kind.PUBLISHABLE else Message.Via.API)
         except DjangoValidationError as error:
             raise_drf(error)
         return Response(ticket_payload(ticket))

@@ -1,4 +1,5 @@
 import hashlib
+import secrets
 import uuid
 
 from django.contrib.postgres.fields import ArrayField
@@ -127,6 +128,56 @@ class Question(models.Model):
         return self.text[:80]
 
 
+class Message(models.Model):
+    """What a person said on a ticket, or what happened to it. The engine's own turns (questions it
+    was asked, answers it gave) are the ticket's ``Question`` rows; a conversation is both, in time order.
+
+    Every insert first locks its ticket's row (``chat.services.messages``), so on one ticket ids grow
+    in commit order and the id is a cursor: a poll for ``id > cursor`` never skips a late commit."""
+
+    class Kind(models.TextChoices):
+        CUSTOMER = "customer", "Customer message"
+        AGENT = "agent", "Agent reply"
+        EVENT = "event", "Event"
+
+    class Event(models.TextChoices):
+        HANDED_OFF = "handed_off", "Handed off"
+        ASSIGNED = "assigned", "Assigned"
+        UNASSIGNED = "unassigned", "Unassigned"
+        RESOLVED = "resolved", "Resolved"
+
+    class Via(models.TextChoices):
+        WIDGET = "widget", "Widget"
+        API = "api", "API"
+        CONSOLE = "console", "Console"
+        HELPDESK = "helpdesk", "Helpdesk"
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="messages")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    body = models.TextField(blank=True)
+    event = models.CharField(max_length=16, choices=Event.choices, blank=True)
+    # An agent reply that sent an FAQ entry's answer: "agent used entry X" (not a rating of it).
+    entry = models.ForeignKey("knowledge.FaqEntry", null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    entry_edited = models.BooleanField(null=True, blank=True)
+    author = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Who, as shown to the customer: the console user's name, or the helpdesk agent's.
+    author_name = models.CharField(max_length=200, blank=True)
+    via = models.CharField(max_length=16, choices=Via.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["ticket", "id"], name="message_ticket_cursor")]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(kind="event") | ~models.Q(event=""), name="event_message_named"),
+            models.CheckConstraint(condition=models.Q(kind="event") | ~models.Q(body=""), name="message_has_body"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on ticket {self.ticket_id}"
+
+
 class Feedback(models.Model):
     class Source(models.TextChoices):
         CUSTOMER = "customer", "Customer"
@@ -202,3 +253,63 @@ class WorkbenchRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_mode_display()}: {self.query[:60]}"
+
+
+def _webhook_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class HelpdeskWebhook(models.Model):
+    """Where a knowledge base hands its conversations to the team's own helpdesk: every hand-off and
+    every later customer message is POSTed there, signed with ``secret`` (see chat.services.webhooks)."""
+
+    kb = models.OneToOneField(KnowledgeBase, on_delete=models.CASCADE, related_name="helpdesk_webhook")
+    url = models.URLField(max_length=500, help_text="The helpdesk's endpoint (https in production).")
+    secret = models.CharField(max_length=100, default=_webhook_secret,
+                              help_text="Shared secret for the X-Kbservice-Signature HMAC-SHA256.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kb.slug} → {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One event for the helpdesk, delivered (retried with back-off) by a Celery task."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed (gave up)"
+
+    webhook = models.ForeignKey(HelpdeskWebhook, on_delete=models.CASCADE, related_name="deliveries")
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    event = models.CharField(max_length=32)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["webhook", "-created_at"], name="delivery_webhook_time")]
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.pk} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.FloatField()
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"attempt on delivery {self.delivery_id}: {self.status_code or self.error}"

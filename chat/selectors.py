@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db.models import (
     Aggregate,
@@ -35,8 +36,9 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
-from chat.models import AskLog, Decision, Feedback, Question, Ticket, WorkbenchRun
+from chat.models import AskLog, Decision, Feedback, Message, Question, Scope, Ticket, WorkbenchRun
 from chat.services.ask import faq_rerank_document
+from kbservice.api.auth import ROLE_SCOPES
 from knowledge.embedding import get_embedder
 from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
 
@@ -49,6 +51,7 @@ AGES: dict[str, tuple[timedelta | None, timedelta | None]] = {
     "7d": (timedelta(days=7), None),
     "older": (None, timedelta(days=7)),
 }
+INBOX_ASSIGNEES = ("", "mine", "unassigned")
 INBOX_STATUSES = ("attention", Ticket.Status.OPEN, Ticket.Status.HANDED_OFF, Ticket.Status.RESOLVED, "all")
 # Cosine similarity (multilingual-e5) above which two differently worded questions count as one.
 # Paraphrases score 0.92-0.97; unrelated support questions reach 0.89, so the bar sits above that.
@@ -67,22 +70,31 @@ class InboxFilters:
     kb: str = ""
     decision: str = ""
     age: str = ""
+    assignee: str = ""  # "mine" or "unassigned"
+    agent_id: int | None = None  # who "mine" is
 
     @classmethod
-    def from_query(cls, query: Any) -> InboxFilters:
+    def from_query(cls, query: Any, *, agent_id: int | None = None) -> InboxFilters:
         status = query.get("status", "attention")
         decision = query.get("decision", "")
         age = query.get("age", "")
+        assignee = query.get("assignee", "")
         return cls(
             status=status if status in INBOX_STATUSES else "attention",
             kb=str(query.get("kb", ""))[:64],
             decision=decision if decision in Decision.values else "",
             age=age if age in AGES else "",
+            assignee=assignee if assignee in INBOX_ASSIGNEES else "",
+            agent_id=agent_id,
         )
 
 
 def _tickets_filtered(filters: InboxFilters, *, now: datetime | None = None) -> QuerySet[Ticket]:
     tickets = Ticket.objects.exclude(channel=WORKBENCH)
+    if filters.assignee == "mine":
+        tickets = tickets.filter(assigned_to_id=filters.agent_id)
+    elif filters.assignee == "unassigned":
+        tickets = tickets.filter(assigned_to__isnull=True)
     if filters.kb:
         tickets = tickets.filter(kb__slug=filters.kb)
     if filters.age:
@@ -107,11 +119,14 @@ def ticket_inbox(*, filters: InboxFilters, now: datetime | None = None) -> Query
     elif filters.status != "all":
         tickets = tickets.filter(status=filters.status)
     first = Question.objects.filter(ticket=OuterRef("pk")).order_by("created_at", "pk")
+    said = Message.objects.filter(ticket=OuterRef("pk")).exclude(kind=Message.Kind.EVENT).order_by("-pk")
     return (
         tickets.select_related("kb", "assigned_to")
         .annotate(
             question_count=Count("questions"),
             first_question=Subquery(first.values("text")[:1]),
+            last_message=Subquery(said.values("body")[:1]),
+            last_message_kind=Subquery(said.values("kind")[:1]),
             waiting_first=Case(When(status=Ticket.Status.HANDED_OFF, then=Value(0)), default=Value(1),
                                output_field=IntegerField()),
         )
@@ -133,10 +148,27 @@ def ticket_detail(*, public_id: Any) -> Ticket | None:
     questions = Question.objects.order_by("created_at", "pk").prefetch_related(Prefetch("feedback", queryset=feedback))
     return (
         Ticket.objects.select_related("kb", "assigned_to")
-        .prefetch_related(Prefetch("questions", queryset=questions))
+        .prefetch_related(Prefetch("questions", queryset=questions),
+                          Prefetch("messages", queryset=Message.objects.select_related("entry").order_by("pk")))
         .filter(public_id=public_id)
         .first()
     )
+
+
+def agents_active() -> QuerySet[User]:
+    """Who can work tickets: active superusers and members of a role with the tickets scope."""
+    in_role = Q(is_superuser=True)
+    for name, scopes in ROLE_SCOPES.items():
+        if Scope.TICKETS in scopes:
+            in_role |= Q(groups__name__iexact=name)  # role names match case-insensitively (user_scopes)
+    return User.objects.filter(in_role, is_active=True).distinct().order_by("username")
+
+
+def agent_find(*, pk: Any) -> User | None:
+    try:
+        return agents_active().filter(pk=int(pk)).first()
+    except (TypeError, ValueError):
+        return None
 
 
 def knowledge_bases() -> QuerySet[KnowledgeBase]:
@@ -361,6 +393,7 @@ class EntryUsage:
     helpful: int = 0
     not_helpful: int = 0
     chosen: int = 0  # times a customer or agent picked it over the top result
+    sent: int = 0  # times an agent sent it to a customer, as is or edited: use, not a rating
 
     @property
     def rated(self) -> int:
@@ -372,7 +405,7 @@ class EntryUsage:
 
     @property
     def used(self) -> bool:
-        return bool(self.top or self.chosen)
+        return bool(self.top or self.chosen or self.sent)
 
 
 def entry_usage(*, kb: KnowledgeBase, since: datetime) -> list[EntryUsage]:
@@ -386,9 +419,10 @@ def entry_usage(*, kb: KnowledgeBase, since: datetime) -> list[EntryUsage]:
         if row["top_entry_id"] in usage:
             usage[row["top_entry_id"]].top = row["top"]
             usage[row["top_entry_id"]].answered = row["answered"]
-    # Feedback rates the answer the question was given (its ask log's top entry).
+    # Customers' ratings of the answer the question was given (its ask log's top entry).
     rated: Any = (Feedback.objects.filter(created_at__gte=since, question__ticket__kb=kb,
-                                     question__logs__top_entry__isnull=False, helpful__isnull=False)
+                                          source=Feedback.Source.CUSTOMER,
+                                          question__logs__top_entry__isnull=False, helpful__isnull=False)
              .exclude(question__ticket__channel=WORKBENCH)
              .order_by().values(entry_id=F("question__logs__top_entry_id"))
              .annotate(yes=Count("pk", filter=Q(helpful=True)), no=Count("pk", filter=Q(helpful=False))))
@@ -402,6 +436,11 @@ def entry_usage(*, kb: KnowledgeBase, since: datetime) -> list[EntryUsage]:
     for row in chosen:
         if row["chosen_entry_id"] in usage:
             usage[row["chosen_entry_id"]].chosen = row["n"]
+    sent: Any = (Message.objects.filter(created_at__gte=since, kind=Message.Kind.AGENT, entry__kb=kb)
+                 .order_by().values("entry_id").annotate(n=Count("pk")))
+    for row in sent:
+        if row["entry_id"] in usage:
+            usage[row["entry_id"]].sent = row["n"]
     return list(usage.values())
 
 

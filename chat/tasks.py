@@ -1,6 +1,9 @@
-from celery import shared_task
+from typing import Any
 
-from chat.services import ask
+from celery import shared_task
+from django.conf import settings
+
+from chat.services import ask, webhooks
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -29,3 +32,15 @@ def knowledge_bases_recalibrate_task() -> list[int]:
     from chat.services.calibration import knowledge_bases_recalibrate_due
 
     return knowledge_bases_recalibrate_due()
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def webhook_deliver_task(self: Any, *, delivery_id: int) -> bool:
+    """Deliver, retrying with exponential back-off (KB_WEBHOOK_RETRY_SECONDS x 2^n) up to KB_WEBHOOK_MAX_RETRIES."""
+    try:
+        return webhooks.webhook_deliver(delivery_id=delivery_id)
+    except webhooks.WebhookFailed as exc:
+        if self.request.retries >= settings.KB_WEBHOOK_MAX_RETRIES:
+            webhooks.webhook_delivery_give_up(delivery_id=delivery_id)
+            return False
+        raise self.retry(exc=exc, countdown=settings.KB_WEBHOOK_RETRY_SECONDS * 2 ** self.request.retries) from exc

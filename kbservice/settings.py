@@ -315,6 +315,13 @@ KB_RERANK_MAX_REQUEST_CHARS = env_int("KB_RERANK_MAX_REQUEST_CHARS",
 KB_ANSWER_CACHE_TTL = env_int("KB_ANSWER_CACHE_TTL", 3600, minimum=1)
 KB_THROTTLE_RATE = env_rate("KB_THROTTLE_RATE", "600/min")
 KB_WIDGET_THROTTLE_RATE = env_rate("KB_WIDGET_THROTTLE_RATE", "60/min")
+# A widget polls its ticket every few seconds while a person may answer (chat/static/chat/widget).
+KB_POLL_THROTTLE_RATE = env_rate("KB_POLL_THROTTLE_RATE", "60/min")
+# Helpdesk webhooks (chat.services.webhooks): queue, per-attempt timeout, back-off base, attempts after the first.
+KB_WEBHOOK_QUEUE = env_str("KB_WEBHOOK_QUEUE", "default")
+KB_WEBHOOK_TIMEOUT = env_float("KB_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+KB_WEBHOOK_RETRY_SECONDS = env_float("KB_WEBHOOK_RETRY_SECONDS", 30.0, minimum=0)
+KB_WEBHOOK_MAX_RETRIES = env_int("KB_WEBHOOK_MAX_RETRIES", 8, minimum=0)
 
 # --- Metrics ------------------------------------------------------------------------------------
 # Bearer token /metrics requires; unset, only direct requests from private addresses may scrape.

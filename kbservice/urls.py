@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -6,8 +7,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from chat.views import widget as chat_widget
 from rerank import urls as rerank_urls
 
+admin.site.site_header = "kbservice admin"
+admin.site.site_title = "kbservice admin"
+admin.site.index_title = "Knowledge back office"
+admin.site.enable_nav_sidebar = False  # the entry list needs the width at 1280 px; the header links suffice
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="demo", permanent=False)),
+    # Browsers ask every site for /favicon.ico; without it each page logs a 404.
+    path("favicon.ico", RedirectView.as_view(url=static("chat/favicon.svg"), permanent=True)),
     path("admin/", admin.site.urls),
     path("console/", include("chat.views.urls")),
     path("demo/", chat_widget.demo, name="demo"),

@@ -24,6 +24,7 @@ from knowledge.charts import evidence_rows, risk_coverage_svg
 from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.resources import FaqEntryImportExportMixin
 from knowledge.selectors import knowledge_base_calibration_state, knowledge_base_embedding_status
+from knowledge.text_diff import sentence_diff_html
 from rerank.heartbeat import rerank_running
 
 
@@ -35,6 +36,7 @@ class FaqEntryForm(forms.ModelForm):
         required=False, strip=False, widget=forms.Textarea(attrs={"rows": 5}),
         help_text="Other ways customers ask this question, one per line (相似问).",
     )
+    language = forms.ChoiceField(required=False, choices=[("", "—"), *services.LANGUAGE_CHOICES])
 
     class Meta:
         model = FaqEntry
@@ -88,7 +90,8 @@ class TagFilter(admin.SimpleListFilter):
 @admin.register(FaqEntry)
 class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
     form = FaqEntryForm
-    list_display = ("question", "kb", "status", "language", "category", "version", "updated_at", "updated_by")
+    # Readable at 1280 px: the question gets the width; who edited and when are on the entry's history.
+    list_display = ("question", "kb", "status", "language", "updated_at")
     list_filter = ("kb", "status", "language", "category", TagFilter)
     search_fields = ("question", "similar_questions", "answer", "summary", "external_id")
     list_select_related = ("kb", "updated_by")
@@ -97,6 +100,18 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
     readonly_fields = ("created_by", "created_at", "updated_by", "updated_at")
     actions = ("publish", "archive")
     history_latest_first = True
+    # The compare view shows what an editor changed, not bookkeeping (kb, created_by, embeddings, version).
+    compare_fields = services.EDITABLE_FIELDS
+    # Entries are archived, never deleted: there is nothing to recover.
+    change_list_template = "admin/change_list.html"  # not reversion's, which offers to recover deletions
+    compare_template = "admin/knowledge/faqentry/compare.html"
+
+    class Media:
+        css = {"all": ("knowledge/changelist.css",)}
+
+    def compare_TextField(self, obj_compare: Any) -> str:  # the name reversion-compare looks up
+        old, new = obj_compare.to_string()
+        return sentence_diff_html(old, new)
 
     def get_readonly_fields(self, request: HttpRequest, obj: FaqEntry | None = None) -> tuple[str, ...]:
         return (*self.readonly_fields, "kb") if obj else self.readonly_fields

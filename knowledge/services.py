@@ -34,7 +34,8 @@ MAX_TAG_CHARS = 64
 CATEGORY_CHARS = 200
 EXTERNAL_ID_CHARS = 200
 EXTERNAL_ID_CONSTRAINT = "faq_external_id_unique_per_kb"
-LANGUAGE_CODES = {"zh", "en"}
+LANGUAGE_CHOICES = (("zh", "Chinese (zh)"), ("en", "English (en)"))
+LANGUAGE_CODES = {code for code, _ in LANGUAGE_CHOICES}
 
 
 # Who makes a change: a signed-in user, or nobody (imports and scripts run as nobody unless told).

@@ -1,17 +1,17 @@
-"""What a support agent does in the console. Every action is recorded as agent Feedback, so the
-knowledge analytics see what agents had to fix, not only what customers said."""
+"""What a support agent does in the console. Verdicts on answers (helpful, a better alternative,
+copied) are agent Feedback, so the knowledge analytics see what agents had to fix; replies and
+ticket changes are the ticket's conversation (``chat.services.messages``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 
-from chat.models import Feedback, Question, Ticket
+from chat.models import Feedback, Message, Question, Ticket
+from chat.services.messages import agent_message_send
 from chat.services.tickets import feedback_create, ticket_hand_off, ticket_resolve
-
-MAX_REPLY_CHARS = 4000
+from knowledge.models import FaqEntry
 
 
 def _top_entry_id(question: Question) -> int | None:
@@ -46,47 +46,24 @@ def agent_answer_copy(*, question: Question, agent: Any, entry_id: int) -> Feedb
                            comment="Copied the answer", source=Feedback.Source.AGENT, created_by=agent)
 
 
-@transaction.atomic
-def agent_reply_send(*, question: Question, agent: Any, entry_id: int, reply: str) -> Feedback:
-    """Send an entry's answer (possibly edited) to the customer.
-
-    Recorded as agent feedback with the chosen entry and the reply text; ``helpful`` says whether
-    the sent entry was the one we had put first. The ticket is assigned to the agent who replied."""
-    reply = reply.strip()
-    if not reply:
-        raise ValidationError({"reply": ["the reply is empty"]})
-    if len(reply) > MAX_REPLY_CHARS:
-        raise ValidationError({"reply": [f"at most {MAX_REPLY_CHARS} characters"]})
+def agent_entry_send(*, question: Question, agent: Any, entry_id: int, reply: str) -> Message:
+    """Send a shown entry's answer (possibly edited) to the customer: "agent used entry X"."""
     if entry_id not in _shown_entry_ids(question):
         raise ValidationError({"entry": ["send one of the entries shown for this question"]})
-    feedback = feedback_create(question=question, helpful=entry_id == _top_entry_id(question),
-                               chosen_entry_id=entry_id, comment=reply, source=Feedback.Source.AGENT,
-                               created_by=agent)
-    if getattr(agent, "pk", None):
-        Ticket.objects.filter(pk=question.ticket_id, assigned_to__isnull=True).update(assigned_to=agent)
-    return feedback
+    entry = FaqEntry.objects.filter(pk=entry_id, kb_id=question.ticket.kb_id).first()
+    if entry is None:
+        raise ValidationError({"entry": ["no such entry in this knowledge base"]})
+    return agent_message_send(ticket=question.ticket, body=reply, via=Message.Via.CONSOLE, author=agent, entry=entry)
 
 
-def _ticket_note(ticket: Ticket, agent: Any, note: str) -> None:
-    latest = ticket.questions.order_by("-created_at", "-pk").first()
-    if latest is not None:
-        feedback_create(question=latest, helpful=None, chosen_entry_id=None, comment=note,
-                        source=Feedback.Source.AGENT, created_by=agent)
+def agent_reply_send(*, ticket: Ticket, agent: Any, reply: str) -> Message:
+    """A free-text reply: part of the conversation, not feedback on any entry."""
+    return agent_message_send(ticket=ticket, body=reply, via=Message.Via.CONSOLE, author=agent)
 
 
-@transaction.atomic
 def agent_ticket_resolve(*, ticket: Ticket, agent: Any) -> Ticket:
-    was = ticket.status
-    ticket = ticket_resolve(ticket=ticket, resolved_by=agent)
-    if was != Ticket.Status.RESOLVED:
-        _ticket_note(ticket, agent, "Resolved the ticket")
-    return ticket
+    return ticket_resolve(ticket=ticket, resolved_by=agent, via=Message.Via.CONSOLE)
 
 
-@transaction.atomic
 def agent_ticket_hand_off(*, ticket: Ticket, agent: Any) -> Ticket:
-    was = ticket.status
-    ticket = ticket_hand_off(ticket=ticket)
-    if was != Ticket.Status.HANDED_OFF:
-        _ticket_note(ticket, agent, "Handed the ticket off")
-    return ticket
+    return ticket_hand_off(ticket=ticket, via=Message.Via.CONSOLE, by=agent)

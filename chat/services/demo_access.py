@@ -5,7 +5,9 @@ print the key into its ``<script>`` tag. A publishable key is public by design (
 give feedback, only from its allowed origins, under the widget rate limit) and is visible in the
 page's HTML anyway, so keeping it in a git-ignored file under var/ (mode 0600) reveals nothing new.
 When the file is missing or names a key the database does not know (a reset database, another
-checkout), a fresh key is made and the old demo keys are revoked: their raw value is lost.
+checkout), a fresh key is made and the old demo keys are revoked: their raw value is lost. New origins
+(the stack now serves on another port) are added to the recorded key, never a reason to replace it:
+a page already showing the key keeps working.
 """
 
 from __future__ import annotations
@@ -102,13 +104,17 @@ def _active_key(raw: str, kb: KnowledgeBase) -> ApiKey | None:
 @transaction.atomic
 def demo_widget_key_ensure(*, kb: KnowledgeBase, origins: Sequence[str],
                            key_file: Path | None = None) -> tuple[ApiKey, str, bool]:
-    """The demo page's publishable key: (key, raw key, created now). Idempotent for the same origins."""
+    """The demo page's publishable key: (key, raw key, created now), allowed from at least ``origins``."""
     path = key_file or DEMO_KEY_FILE
     raw = _read(path)
     key = _active_key(raw, kb)
-    if key is not None and sorted(key.allowed_origins) == sorted(origins):
+    if key is not None:
+        missing = [origin for origin in dict.fromkeys(origins) if origin not in key.allowed_origins]
+        if missing:
+            key.allowed_origins = [*key.allowed_origins, *missing]
+            key.save(update_fields=["allowed_origins"])
         return key, raw, False
-    # The recorded key is gone or serves other origins; older demo keys cannot be shown again either.
+    # The recorded key is gone; older demo keys cannot be shown again either.
     for old in ApiKey.objects.filter(kb=kb, name=DEMO_KEY_NAME, revoked_at__isnull=True):
         api_key_revoke(key=old)
     key, raw = api_key_create(name=DEMO_KEY_NAME, kind=ApiKey.Kind.PUBLISHABLE, kb=kb,

@@ -9,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from chat.models import Feedback, Question, Ticket
+from chat.models import Feedback, Message, Question, Ticket
 from chat.services.ask import AskParams, ask, question_params
+from chat.services.messages import message_create
 from knowledge.models import FaqEntry
 
 logger = logging.getLogger(__name__)
@@ -55,23 +56,30 @@ def ticket_create(*, kb: Any, customer: str, channel: str) -> Ticket:
     return Ticket.objects.create(kb=kb, customer=customer, channel=channel)
 
 
-def ticket_hand_off(*, ticket: Ticket) -> Ticket:
+@transaction.atomic
+def ticket_hand_off(*, ticket: Ticket, via: str = Message.Via.API, by: Any = None) -> Ticket:
     if ticket.status == Ticket.Status.RESOLVED:
         raise ValidationError({"status": ["this ticket is resolved; open a new one"]})
-    if ticket.status != Ticket.Status.HANDED_OFF:
-        ticket.status = Ticket.Status.HANDED_OFF
-        ticket.handed_off_at = timezone.now()
-        ticket.save(update_fields=["status", "handed_off_at", "updated_at"])
+    # Conditional: two "Talk to a person" clicks (or a click and an agent) record one hand-off.
+    now = timezone.now()
+    if Ticket.objects.filter(pk=ticket.pk).exclude(status=Ticket.Status.HANDED_OFF).update(
+            status=Ticket.Status.HANDED_OFF, handed_off_at=now, updated_at=now):
+        ticket.status, ticket.handed_off_at = Ticket.Status.HANDED_OFF, now
+        message_create(ticket=ticket, kind=Message.Kind.EVENT, event=Message.Event.HANDED_OFF, via=via, author=by)
     return ticket
 
 
-def ticket_resolve(*, ticket: Ticket, resolved_by: Any = None) -> Ticket:
-    if ticket.status != Ticket.Status.RESOLVED:
-        ticket.status = Ticket.Status.RESOLVED
-        ticket.resolved_at = timezone.now()
-        if resolved_by is not None and getattr(resolved_by, "pk", None):
-            ticket.assigned_to = resolved_by
-        ticket.save(update_fields=["status", "resolved_at", "assigned_to", "updated_at"])
+@transaction.atomic
+def ticket_resolve(*, ticket: Ticket, resolved_by: Any = None, via: str = Message.Via.API) -> Ticket:
+    now = timezone.now()
+    if Ticket.objects.filter(pk=ticket.pk).exclude(status=Ticket.Status.RESOLVED).update(
+            status=Ticket.Status.RESOLVED, resolved_at=now, updated_at=now):
+        ticket.status, ticket.resolved_at = Ticket.Status.RESOLVED, now
+        if getattr(resolved_by, "pk", None):
+            Ticket.objects.filter(pk=ticket.pk, assigned_to__isnull=True).update(assigned_to=resolved_by)
+            ticket.assigned_to = ticket.assigned_to or resolved_by
+        message_create(ticket=ticket, kind=Message.Kind.EVENT, event=Message.Event.RESOLVED, via=via,
+                       author=resolved_by)
     return ticket
 
 

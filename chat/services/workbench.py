@@ -92,6 +92,7 @@ def _kb_rows(response: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "rank": item["rank"], "index": recall_index[item["id"]], "entry_id": item["id"],
+            "external_id": item.get("external_id") or "",
             "title": item["question"], "text": item["answer"], "scores": item["scores"],
             "highlight_html": item["highlight"]["html"] if item["rank"] == 1 else "",
         }

@@ -11,19 +11,22 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from chat import selectors
+from chat.conversation import ticket_conversation
 from chat.models import Decision, Question, Scope, Ticket
 from chat.services import console
+from chat.services.messages import ticket_assign, ticket_unassign
 from chat.views.access import console_view, render_console
 
 STATUS_TABS = [("attention", "Needs attention"), ("handed_off", "Handed off"), ("open", "Open"),
                ("resolved", "Resolved"), ("all", "All")]
+ASSIGNEE_CHOICES = [("", "Anyone"), ("mine", "Mine"), ("unassigned", "Unassigned")]
 AGE_CHOICES = [("", "Any age"), ("1h", "Under 1 hour"), ("24h", "Under 1 day"), ("7d", "Under 7 days"),
                ("older", "Older than 7 days")]
 
 
 @console_view(Scope.TICKETS)
 def inbox(request: HttpRequest) -> HttpResponse:
-    filters = selectors.InboxFilters.from_query(request.GET)
+    filters = selectors.InboxFilters.from_query(request.GET, agent_id=request.user.pk)
     page = Paginator(selectors.ticket_inbox(filters=filters), selectors.INBOX_PAGE).get_page(request.GET.get("page"))
     counts = selectors.ticket_status_counts(filters=filters)
     query = request.GET.copy()
@@ -35,7 +38,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         tabs.append({"value": value, "label": label, "count": counts.get(value, 0), "query": query.urlencode()})
     return render_console(request, "chat/console/inbox.html", {
         "page": page, "filters": filters, "tabs": tabs, "kbs": selectors.knowledge_bases(),
-        "decisions": Decision.choices, "ages": AGE_CHOICES, "base_query": base_query,
+        "decisions": Decision.choices, "ages": AGE_CHOICES, "assignees": ASSIGNEE_CHOICES, "base_query": base_query,
     })
 
 
@@ -49,7 +52,10 @@ def ticket(request: HttpRequest, public_id: str) -> HttpResponse:
               for question in found.questions.all()}
     return render_console(request, "chat/console/ticket.html", {
         "ticket": found, "errors": errors, "can_edit_entries": request.user.has_perm("knowledge.change_faqentry"),
-        "open": found.status != Ticket.Status.RESOLVED,
+        "open": found.status != Ticket.Status.RESOLVED, "conversation": ticket_conversation(ticket=found),
+        "reply_draft": request.session.pop(f"reply-draft-{found.pk}", ""),
+        "reply_error": request.session.pop(f"reply-error-{found.pk}", ""),
+        "agents": selectors.agents_active(),
     })
 
 
@@ -81,7 +87,7 @@ def question_act(request: HttpRequest, public_id: str, question_id: int) -> Http
         elif action == "copy":
             console.agent_answer_copy(question=question, agent=agent, entry_id=_entry_id(request))
         elif action == "send":
-            console.agent_reply_send(question=question, agent=agent, entry_id=_entry_id(request),
+            console.agent_entry_send(question=question, agent=agent, entry_id=_entry_id(request),
                                      reply=request.POST.get("reply", ""))
         else:
             raise ValidationError({"action": [f"unknown action {action!r}"]})
@@ -98,7 +104,16 @@ def ticket_act(request: HttpRequest, public_id: str) -> HttpResponse:
     found = get_object_or_404(Ticket, public_id=public_id)
     action = request.POST.get("action", "")
     try:
-        if action == "resolve":
+        if action == "claim":
+            ticket_assign(ticket=found, agent=request.user, by=request.user)
+            messages.success(request, "You have the ticket.")
+        elif action == "assign":
+            ticket_assign(ticket=found, agent=selectors.agent_find(pk=request.POST.get("agent", "")), by=request.user)
+            messages.success(request, "Ticket assigned.")
+        elif action == "unassign":
+            ticket_unassign(ticket=found, by=request.user)
+            messages.success(request, "Ticket unassigned.")
+        elif action == "resolve":
             console.agent_ticket_resolve(ticket=found, agent=request.user)
             messages.success(request, "Ticket resolved.")
         elif action == "hand_off":
@@ -109,3 +124,17 @@ def ticket_act(request: HttpRequest, public_id: str) -> HttpResponse:
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
     return _back(found)
+
+
+@require_POST
+@console_view(Scope.TICKETS)
+def ticket_reply(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The reply box. A refused reply comes back in the box with the reason: nothing typed is lost."""
+    found = get_object_or_404(Ticket, public_id=public_id)
+    text = request.POST.get("reply", "")
+    try:
+        console.agent_reply_send(ticket=found, agent=request.user, reply=text)
+    except ValidationError as error:
+        request.session[f"reply-draft-{found.pk}"] = text
+        request.session[f"reply-error-{found.pk}"] = " ".join(error.messages)
+    return _back(found, "reply")

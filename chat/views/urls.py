@@ -12,6 +12,7 @@ urlpatterns = [
     path("logout/", auth.ConsoleLogoutView.as_view(), name="logout"),
     path("tickets/<uuid:public_id>/", inbox.ticket, name="ticket"),
     path("tickets/<uuid:public_id>/act", inbox.ticket_act, name="ticket-act"),
+    path("tickets/<uuid:public_id>/reply", inbox.ticket_reply, name="ticket-reply"),
     path("tickets/<uuid:public_id>/questions/<int:question_id>/act", inbox.question_act, name="question-act"),
     path("workbench/", workbench.workbench, name="workbench"),
     path("workbench/runs/<int:pk>/", workbench.run_detail, name="workbench-run"),

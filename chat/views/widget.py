@@ -37,5 +37,8 @@ def widget_js(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def demo(request: HttpRequest) -> HttpResponse:
-    """A pretend shop page with the widget on the demo knowledge base (key from kb_setup_demo_access)."""
-    return render(request, "chat/demo/index.html", {"widget_key": demo_widget_key_read(), "kb": "demo"})
+    """A pretend shop page with the widget on the demo knowledge base (key from kb_setup_demo_access).
+
+    The page is Chinese unless ``?lang=en``: the widget speaks the host page's language."""
+    lang = "en" if request.GET.get("lang") == "en" else "zh-CN"
+    return render(request, "chat/demo/index.html", {"widget_key": demo_widget_key_read(), "kb": "demo", "lang": lang})

@@ -10,7 +10,6 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.utils.text import slugify
 
 from chat import selectors
 from chat.models import Scope, WorkbenchRun
@@ -98,12 +97,14 @@ def run_csv(request: HttpRequest, pk: int) -> HttpResponse:
     stages = run.result.get("stages", [])
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["rank", "original_index", *[f"{stage}_score" for stage in stages], "entry_id", "title", "text"])
+    writer.writerow(["rank", "original_index", *[f"{stage}_score" for stage in stages], "entry_id", "external_id",
+                     "title", "text"])
     for row in run.result.get("rows", []):
         scores = [row["scores"].get(stage) for stage in stages]
         writer.writerow([row["rank"], row["index"], *["" if score is None else f"{score:.6f}" for score in scores],
-                         row.get("entry_id") or "", _cell(row.get("title", "")), _cell(row["text"])])
+                         row.get("entry_id") or "", _cell(row.get("external_id") or ""), _cell(row.get("title", "")),
+                         _cell(row["text"])])
     response = HttpResponse("\ufeff" + buffer.getvalue(), content_type="text/csv; charset=utf-8")
-    name = slugify(run.query)[:40] or "query"
-    response["Content-Disposition"] = f'attachment; filename="workbench-{run.pk}-{name}.csv"'
+    # Named by the run: a Chinese query has no ASCII words to name it by.
+    response["Content-Disposition"] = f'attachment; filename="workbench-run-{run.pk}.csv"'
     return response

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from django.db.models import Q
 from django.utils import timezone
@@ -50,6 +51,16 @@ def raw_key_from(request: Request) -> str | None:
     return request.headers.get("X-Api-Key", "").strip() or None
 
 
+def request_origin(request: Request) -> str:
+    """The page's origin. Browsers send ``Origin`` on every cross-origin request but leave it out of
+    same-origin GETs (the widget polling on the service's own demo page), which carry ``Referer``."""
+    origin = request.headers.get("Origin", "")
+    if origin or request.method not in ("GET", "HEAD"):
+        return origin
+    referer = urlsplit(request.headers.get("Referer", ""))
+    return f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else ""
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKeyPrincipal, ApiKey] | None:
         raw = raw_key_from(request)
@@ -61,7 +72,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         if key.kind == ApiKey.Kind.PUBLISHABLE:
-            origin = request.headers.get("Origin", "")
+            origin = request_origin(request)
             if "*" not in key.allowed_origins and origin not in key.allowed_origins:
                 raise exceptions.PermissionDenied(f"Origin {origin or '(none)'} is not allowed for this key.")
         now = timezone.now()

@@ -57,12 +57,14 @@ class KeyRateThrottle(BaseThrottle):
     def __init__(self) -> None:
         self.refused: tuple[RateLimitItem, str] | None = None
 
-    def allow_request(self, request: Request, view: APIView) -> bool:
+    def rate(self, request: Request) -> str:
         if isinstance(request.auth, ApiKey) and request.auth.kind == ApiKey.Kind.PUBLISHABLE:
-            item = _rate_item(settings.KB_WIDGET_THROTTLE_RATE)
-        else:
-            item = _rate_item(settings.KB_THROTTLE_RATE)
-        ident = self.caller(request)
+            return settings.KB_WIDGET_THROTTLE_RATE
+        return settings.KB_THROTTLE_RATE
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        item = _rate_item(self.rate(request))
+        ident = self.caller(request, view)
         try:
             allowed = _rate_limiter().hit(item, ident)
         except redis.RedisError as exc:
@@ -82,9 +84,20 @@ class KeyRateThrottle(BaseThrottle):
             return None
         return max(1.0, stats.reset_time - time.time())
 
-    def caller(self, request: Request) -> str:
+    def caller(self, request: Request, view: APIView) -> str:
         if isinstance(request.auth, ApiKey):
             return f"key:{request.auth.pk}"
         if request.user and request.user.is_authenticated:
             return f"user:{request.user.pk}"
         return f"ip:{self.get_ident(request)}"
+
+
+class TicketPollThrottle(KeyRateThrottle):
+    """A conversation's polls: one budget per ticket (KB_POLL_THROTTLE_RATE), so hundreds of widgets
+    waiting for replies under one site's key neither share nor drain that key's ask budget."""
+
+    def rate(self, request: Request) -> str:
+        return settings.KB_POLL_THROTTLE_RATE
+
+    def caller(self, request: Request, view: APIView) -> str:
+        return f"poll:{view.kwargs.get('public_id')}:{super().caller(request, view)}"

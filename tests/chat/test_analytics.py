@@ -18,6 +18,7 @@ from django.utils import timezone
 from chat import selectors
 from chat.answer_cache import normalize_question
 from chat.models import AskLog, Feedback, Question, Ticket
+from chat.services.messages import agent_message_send
 from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.services import faq_entry_create, knowledge_base_create
 
@@ -130,6 +131,25 @@ def test_entry_usage_counts_answers_ratings_picks_and_the_unused(kb: KnowledgeBa
     assert (row.top, row.answered, row.helpful, row.not_helpful, row.helpful_rate) == (3, 2, 1, 1, 0.5)
     assert (usage[address.pk].top, usage[address.pk].chosen, usage[address.pk].used) == (0, 1, True)
     assert not usage[unused.pk].used and usage[unused.pk].helpful_rate is None
+
+
+def test_entries_agents_send_count_as_use_apart_from_customer_ratings(
+    kb: KnowledgeBase, staff_user: Callable[..., Any],
+) -> None:
+    """GIVEN a question answered with one entry WHEN an agent sends another entry (edited), sends a free-text
+    reply and rates the answer THEN the sent entry counts as sent by agents, the free text counts for no entry,
+    and the helpful rate stays the customers' (the agent's verdict is not one of them)."""
+    refund, address = (faq_entry_create(kb=kb, data={"question": q, "answer": "…"})
+                       for q in ("退款多久到账", "怎么改地址"))
+    question = record(kb, "退款多久", top=refund, helpful=True)
+    agent = staff_user("agent")
+    agent_message_send(ticket=question.ticket, body="先改地址：在订单详情页点“修改地址”。", via="console", author=agent,
+                       entry=address)
+    agent_message_send(ticket=question.ticket, body="我帮您查一下。", via="console", author=agent)
+    Feedback.objects.create(question=question, helpful=False, source=Feedback.Source.AGENT, created_by=agent)
+    usage = {row.entry.pk: row for row in selectors.entry_usage(kb=kb, since=_midnight(1))}
+    assert (usage[address.pk].sent, usage[address.pk].used, usage[address.pk].rated) == (1, True, 0)
+    assert (usage[refund.pk].sent, usage[refund.pk].helpful, usage[refund.pk].not_helpful) == (0, 1, 0)
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from chat.models import Feedback, Question, Ticket
+from chat.models import Feedback, Message, Question, Ticket
 from chat.services.ask import AskParams, ask
 from chat.services.tickets import ticket_hand_off
-from knowledge.models import KnowledgeBase
+from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.services import faq_entries_embed, faq_entry_create
 from tests.chat.conftest import make_kb
 from tests.conftest import WorkerProcess
@@ -85,9 +85,11 @@ def test_ticket_page_escapes_faq_text_and_marks_the_passage(
     assert "Why is my invoice &lt;b&gt;blank&lt;/b&gt;?" in html
 
 
-def test_agent_actions_are_recorded_as_agent_feedback(
+def test_agent_verdicts_are_feedback_and_sent_entries_are_messages(
     agent_client: Client, shop: KnowledgeBase, rerank_worker: WorkerProcess
 ) -> None:
+    """GIVEN an answered question WHEN the agent rates, picks, copies and sends entries THEN the verdicts
+    are agent feedback, and each sent entry is an agent message naming the entry, not a rating."""
     question = _ask(shop, "扫码支付提示交易异常")
     top = question.response["answer"]["id"]
     alternative = question.response["alternatives"][0]["id"]
@@ -109,17 +111,57 @@ def test_agent_actions_are_recorded_as_agent_feedback(
         (False, None, "", "agent", "agent"),
         (False, alternative, "Picked a better alternative", "agent", "agent"),
         (None, top, "Copied the answer", "agent", "agent"),
-        (True, top, "您好，这是支付网关返回码5003……", "agent", "agent"),
     ]
     ticket = Ticket.objects.get(pk=question.ticket_id)
     assert ticket.assigned_to.username == "agent"  # type: ignore[union-attr]
 
-    # Sending an alternative says the top answer was not the one.
-    act(action="send", entry=alternative, reply="Another answer")
-    assert Feedback.objects.order_by("-pk").values_list("helpful", "chosen_entry_id").first() == (False, alternative)
+    entry = FaqEntry.objects.get(pk=alternative)
+    act(action="send", entry=alternative, reply=entry.answer)  # sent as is
+    sent = list(Message.objects.filter(kind="agent").order_by("pk").values_list("entry_id", "entry_edited", "body"))
+    assert sent == [(top, True, "您好，这是支付网关返回码5003……"), (alternative, False, entry.answer)]
+    assert Feedback.objects.count() == 4
 
     page = agent_client.get(f"/console/tickets/{question.ticket.public_id}/").content.decode()
     assert "您好，这是支付网关返回码5003" in page and "Picked a better alternative" in page
+    assert "Sent FAQ entry" in page and "(edited)" in page
+
+
+def test_reply_box_claim_assign_and_the_inbox_filters(
+    agent_client: Client, shop: KnowledgeBase, rerank_worker: WorkerProcess, staff_user: Callable[..., Any],
+) -> None:
+    """GIVEN two customer tickets WHEN the agent claims one, replies, assigns the other to a colleague and
+    back THEN the events are in the conversation, the reply is a message, and "mine"/"unassigned" filter."""
+    colleague = staff_user("agent", username="colleague")
+    first = _ask(shop, "How can I delete my account?").ticket
+    second = _ask(shop, "退款多久到账").ticket
+    act = f"/console/tickets/{first.public_id}/act"
+    assert agent_client.post(act, {"action": "claim"}).status_code == 303
+    reply = agent_client.post(f"/console/tickets/{first.public_id}/reply", {"reply": "  I'll look into it.  "})
+    assert reply.status_code == 303 and reply["Location"].endswith("#reply")
+    agent_client.post(f"/console/tickets/{second.public_id}/act", {"action": "assign", "agent": colleague.pk})
+
+    def listed(query: str) -> list[str]:
+        return _rows(agent_client.get(f"/console/?{query}").content.decode())
+
+    assert listed("assignee=mine") == [str(first.public_id)]
+    assert listed("assignee=unassigned") == []
+    inbox = agent_client.get("/console/").content.decode()
+    assert "colleague" in inbox and "I&#x27;ll look into it." in inbox  # Agent and Last message columns
+
+    agent_client.post(f"/console/tickets/{second.public_id}/act", {"action": "unassign"})
+    assert listed("assignee=unassigned") == [str(second.public_id)]
+    events = list(Message.objects.filter(kind="event").order_by("pk").values_list("ticket_id", "event", "body"))
+    assert events == [(first.pk, "assigned", "agent"), (second.pk, "assigned", "colleague"),
+                      (second.pk, "unassigned", "")]
+    assert list(Message.objects.filter(kind="agent").values_list("body", "entry_id")) == [("I'll look into it.", None)]
+    assert Feedback.objects.count() == 0  # a free-text reply rates no entry
+
+    # A refused reply keeps what was typed, says why, and records nothing.
+    too_long = "x" * 4001
+    agent_client.post(f"/console/tickets/{first.public_id}/reply", {"reply": too_long})
+    page = agent_client.get(f"/console/tickets/{first.public_id}/").content.decode()
+    assert too_long in page and "the limit is 4000" in page
+    assert Message.objects.filter(kind="agent").count() == 1
 
 
 def test_invalid_actions_record_nothing_and_say_why(
@@ -148,8 +190,8 @@ def test_resolve_and_hand_off_from_the_ticket_page(
     agent_client.post(url, {"action": "resolve"})
     ticket = Ticket.objects.get(pk=question.ticket_id)
     assert (ticket.status, ticket.assigned_to.username) == ("resolved", "agent")  # type: ignore[union-attr]
-    notes = list(Feedback.objects.order_by("pk").values_list("comment", "source"))
-    assert notes == [("Handed the ticket off", "agent"), ("Resolved the ticket", "agent")]
+    events = list(Message.objects.order_by("pk").values_list("event", "author__username"))
+    assert events == [("handed_off", "agent"), ("resolved", "agent")]
     page = agent_client.get(f"/console/tickets/{question.ticket.public_id}/").content.decode()
     assert 'value="send"' not in page  # a resolved ticket offers no more replies
 

@@ -88,9 +88,10 @@ def test_pasted_documents_are_reranked_and_exported(
     assert export["Content-Type"] == "text/csv; charset=utf-8"
     assert export.content.startswith(b"\xef\xbb\xbf")
     table = list(csv.reader(io.StringIO(export.content.decode("utf-8-sig"))))
-    assert table[0] == ["rank", "original_index", "rerank_score", "entry_id", "title", "text"]
+    assert export["Content-Disposition"] == f'attachment; filename="workbench-run-{run.pk}.csv"'
+    assert table[0] == ["rank", "original_index", "rerank_score", "entry_id", "external_id", "title", "text"]
     assert [row[0] for row in table[1:]] == ["1", "2", "3"]
-    assert table[1][1] == str(rows[0]["index"]) and table[1][5] == rows[0]["text"]
+    assert table[1][1] == str(rows[0]["index"]) and table[1][6] == rows[0]["text"]
     assert float(table[1][2]) == pytest.approx(scores[0], abs=1e-6)
 
 
@@ -100,7 +101,7 @@ def test_csv_defuses_spreadsheet_formulas(
 ) -> None:
     run = _run(agent_client, mode="documents", query="totals", documents="=HYPERLINK(\"http://x\")\nplain text",
                split="lines", instruction="")
-    cells = [row[5] for row in csv.reader(io.StringIO(
+    cells = [row[6] for row in csv.reader(io.StringIO(
         agent_client.get(f"/console/workbench/runs/{run.pk}.csv").content.decode("utf-8-sig")))][1:]
     assert sorted(cells) == ["'=HYPERLINK(\"http://x\")", "plain text"]
 

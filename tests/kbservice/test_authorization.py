@@ -23,7 +23,7 @@ from django.utils.crypto import get_random_string
 from pytest_django.live_server_helper import LiveServer
 from reversion.models import Version
 
-from chat.models import ApiKey, Decision, Feedback, Question, Scope, Ticket, WorkbenchRun
+from chat.models import ApiKey, Decision, Feedback, Message, Question, Scope, Ticket, WorkbenchRun
 from chat.services.demo_access import demo_groups_ensure
 from chat.services.keys import api_key_create, api_key_revoke
 from knowledge.models import FaqEntry, KnowledgeBase
@@ -47,6 +47,9 @@ GET    /api/v1/tickets                                401  403  403  200  403  4
 GET    /api/v1/tickets/{ticket}                       401  200  200  403  403  403  403  403  404  401  200  200  200
 POST   /api/v1/tickets/{ticket}/questions             401  202  202  403  403  403  403  403  404  401  202  202  202
 POST   /api/v1/tickets/{ticket}/handoff               401  200  200  403  403  403  403  403  404  401  200  200  200
+GET    /api/v1/tickets/{ticket}/messages              401  200  200  403  403  403  403  403  404  401  200  200  200
+POST   /api/v1/tickets/{ticket}/messages              401  201  201  403  403  403  403  403  404  401  201  201  201
+POST   /api/v1/tickets/{ticket}/replies               401  403  403  201  403  403  403  403  404  401  201  201  201
 POST   /api/v1/feedback                               401  201  403  403  201  403  403  403  404  401  201  201  201
 POST   /api/v1/tickets/{ticket}/resolve               401  403  403  200  403  403  403  403  404  401  200  200  200
 GET    /api/v1/kbs                                    401  403  403  403  403  200  403  403  200  401  403  200  200
@@ -220,6 +223,8 @@ def api_call(world: World, operation: str, caller: str) -> tuple[str, str, dict[
         "POST /api/v1/ask": question,
         "POST /api/v1/tickets": question,
         "POST /api/v1/tickets/{ticket}/questions": {"question": "And on my phone?"},
+        "POST /api/v1/tickets/{ticket}/messages": {"text": "Are you there?"},
+        "POST /api/v1/tickets/{ticket}/replies": {"text": "Here I am.", "author": "Li"},
         "POST /api/v1/feedback": {"ticket": str(mine.ticket.public_id), "question_id": mine.question.pk,
                                   "helpful": True},
         "POST /api/v1/kbs": {"slug": f"new-{caller}"},
@@ -274,6 +279,10 @@ def test_api_matrix(caller: str, world: World, client_for: Callable[[str], httpx
                        else Ticket.Status.OPEN)
     assert Ticket.objects.get(pk=mine.ticket.pk).status == expected_status
     assert Feedback.objects.filter(question=mine.question).exists() == allowed("POST /api/v1/feedback")
+    assert (Message.objects.filter(ticket=mine.ticket, kind=Message.Kind.CUSTOMER).exists()
+            == allowed("POST /api/v1/tickets/{ticket}/messages"))
+    assert (Message.objects.filter(ticket=mine.ticket, kind=Message.Kind.AGENT).exists()
+            == allowed("POST /api/v1/tickets/{ticket}/replies"))
     assert mine.ticket.questions.count() == (2 if allowed("POST /api/v1/tickets/{ticket}/questions") else 1)
     assert not Feedback.objects.filter(question=world.theirs.question).exists()
 
@@ -305,6 +314,9 @@ def test_ids_of_another_knowledge_base_are_not_found(world: World, client_for: C
             ("GET", f"/api/v1/tickets/{ticket_id}", None),
             ("POST", f"/api/v1/tickets/{ticket_id}/questions", {"question": "Hello?"}),
             ("POST", f"/api/v1/tickets/{ticket_id}/handoff", None),
+            ("GET", f"/api/v1/tickets/{ticket_id}/messages", None),
+            ("POST", f"/api/v1/tickets/{ticket_id}/messages", {"text": "Hello?"}),
+            ("POST", f"/api/v1/tickets/{ticket_id}/replies", {"text": "Hello."}),
             ("POST", f"/api/v1/tickets/{ticket_id}/resolve", None),
             ("POST", "/api/v1/ask", {"kb": acme, "question": "Hello?", "ticket": str(ticket_id)}),
             ("POST", "/api/v1/feedback", {"ticket": str(ticket_id), "question_id": question, "helpful": True}),

@@ -1,3 +1,5 @@
+import re
+
 from django.test import Client
 from reversion.models import Version
 
@@ -68,3 +70,42 @@ def test_admin_bulk_archive_and_filters(admin_client: Client, kb: KnowledgeBase)
     assert set(FaqEntry.objects.values_list("status", flat=True)) == {"archived"}
     listing = admin_client.get("/admin/knowledge/faqentry/", {"tag": "billing", "status__exact": "archived"})
     assert listing.status_code == 200 and "Q1" in listing.content.decode()
+
+
+def test_compare_shows_a_sentence_diff_of_the_text_and_no_bookkeeping(admin_client: Client, kb: KnowledgeBase) -> None:
+    """GIVEN an answer edited in one sentence WHEN the revisions are compared THEN the view lists the answer
+    sentence by sentence with the one removed and the one added, escaped, and no kb/created_by rows."""
+    answer = "审核通过后原路退回。银行卡3到5个工作日到账。<b>零钱</b>即时到账。"
+    entry = faq_entry_create(kb=kb, data={"question": "退款多久到账？", "summary": "退款时效", "answer": answer})
+    faq_entry_update(entry_id=entry.pk, expected_version=1,
+                     data={"answer": answer.replace("3到5", "1到3")})
+    first, second = Version.objects.get_for_object(entry).order_by("pk")
+    html = admin_client.get(f"/admin/knowledge/faqentry/{entry.pk}/history/compare/",
+                            {"version_id1": first.pk, "version_id2": second.pk}).content.decode()
+    assert '<li class="same">审核通过后原路退回。</li>' in html
+    assert '<li class="removed"><del>银行卡3到5个工作日到账。</del></li>' in html
+    assert '<li class="added"><ins>银行卡1到3个工作日到账。</ins></li>' in html
+    assert "&lt;b&gt;零钱&lt;/b&gt;即时到账。" in html and "<b>零钱</b>" not in html
+    headings = {heading.strip().lower() for heading in re.findall(r"<h3>([^<]+)", html)}
+    assert "answer" in headings and not {"kb", "knowledge base", "created by", "embedding", "version"} & headings
+
+
+def test_entry_list_is_branded_has_no_recover_button_and_language_is_a_choice(
+    admin_client: Client, kb: KnowledgeBase,
+) -> None:
+    faq_entry_create(kb=kb, data={"question": "Refund time?", "answer": "Five days.", "language": "en"})
+    listing = admin_client.get("/admin/knowledge/faqentry/").content.decode()
+    assert "kbservice admin" in listing
+    assert "recoverlist" not in listing and "Recover deleted" not in listing
+    add = admin_client.get("/admin/knowledge/faqentry/add/").content.decode()
+    assert re.search(r'<select name="language"[^>]*>', add)
+    assert '<option value="zh">Chinese (zh)</option>' in add and '<option value="en">English (en)</option>' in add
+    refused = admin_client.post("/admin/knowledge/faqentry/add/", {"kb": kb.pk, "question": "Q?", "language": "fr",
+                                                                   "status": "published", "tags": ""})
+    assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
+    assert FaqEntry.objects.count() == 1
+
+
+def test_favicon_is_served(client: Client) -> None:
+    response = client.get("/favicon.ico", follow=True)
+    assert response.status_code == 200 and response.redirect_chain[0][0].endswith("/static/chat/favicon.svg")

@@ -96,7 +96,7 @@ def test_anonymous_visitors_see_only_the_widget_and_agents_cannot_edit_entries(
         expect(anonymous).to_have_url(f"{live_server.url}/console/login/?next={path}")
     expect(anonymous.get_by_role("heading", name="Staff sign-in")).to_be_visible()
     shot(anonymous, "30-console-login")
-    anonymous.goto(f"{live_server.url}/demo/")
+    anonymous.goto(f"{live_server.url}/demo/?lang=en")
     expect(anonymous.get_by_role("button", name="Questions? Ask us")).to_be_visible()
 
     entry = FaqEntry.objects.filter(kb=demo_kb).order_by("pk").first()

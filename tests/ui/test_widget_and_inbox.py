@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from pytest_django.fixtures import Settings
 
-from chat.models import Feedback, Question, Ticket
+from chat.models import Feedback, Message, Question, Ticket
 from knowledge.models import KnowledgeBase
 from knowledge.services import faq_entries_embed, faq_entry_create
 
@@ -68,7 +68,7 @@ def test_customer_asks_in_chinese_rates_and_asks_for_a_person_then_an_agent_answ
     age = agent.get_by_label("Age")
     form = agent.locator("form.filters").element_handle()
     age.select_option("older")
-    expect(agent).to_have_url(f"{live_server.url}/console/?status=attention&kb=&decision=&age=older")
+    expect(agent).to_have_url(f"{live_server.url}/console/?status=attention&kb=&decision=&age=older&assignee=")
     expect(agent.locator("#inbox-results")).to_contain_text("No tickets match these filters.")
     expect(agent.get_by_role("link", name="Handed off")).to_have_attribute("href", re.compile(r"age=older"))
     assert form.evaluate("form => form.isConnected")
@@ -88,7 +88,9 @@ def test_customer_asks_in_chinese_rates_and_asks_for_a_person_then_an_agent_answ
 
     top = agent.locator(".answer-card.top")
     top.get_by_role("button", name="Send to customer").click()
-    expect(agent.locator(".timeline")).to_contain_text(answer["answer"][:20])
+    sent = agent.locator('#conversation [data-kind="agent"]')
+    expect(sent).to_contain_text(answer["answer"][:20])
+    expect(sent).to_contain_text("Sent FAQ entry")
     agent.get_by_role("button", name="Resolve").click()
     expect(agent.locator("#ticket-status")).to_have_text("Resolved")
     shot(agent, "06-console-ticket-resolved", full_page=True)
@@ -97,8 +99,11 @@ def test_customer_asks_in_chinese_rates_and_asks_for_a_person_then_an_agent_answ
     assert (ticket.status, ticket.assigned_to.username) == ("resolved", "agent")  # type: ignore[union-attr]
     agent_feedback = list(Feedback.objects.filter(source="agent").order_by("pk")
                           .values_list("helpful", "chosen_entry_id", "comment"))
-    assert agent_feedback == [(None, answer["id"], "Copied the answer"), (True, answer["id"], answer["answer"]),
-                              (None, None, "Resolved the ticket")]
+    # Sending the entry is "agent used entry X" (a message), not a rating; resolving is an event.
+    assert agent_feedback == [(None, answer["id"], "Copied the answer")]
+    assert list(Message.objects.order_by("pk").values_list("kind", "event", "entry_id", "entry_edited")) == [
+        ("event", "handed_off", None, None), ("event", "assigned", None, None), ("agent", "", answer["id"], False),
+        ("event", "resolved", None, None)]
 
 
 def test_widget_speaks_english_and_never_renders_faq_html(
@@ -110,8 +115,8 @@ def test_widget_speaks_english_and_never_renders_faq_html(
                   "Wait one hour and the gift card unblocks itself.",
         "language": "en"})
     faq_entries_embed(entry_ids=[entry.pk])
-    page = new_page(locale="en-US")
-    page.goto(f"{live_server.url}/demo/")
+    page = new_page(locale="zh-CN")  # the host page's language wins over the browser's
+    page.goto(f"{live_server.url}/demo/?lang=en")
     page.get_by_role("button", name="Questions? Ask us").click()
     box = page.get_by_role("textbox", name="Your question")
     box.fill("my gift card is blocked")
@@ -133,8 +138,8 @@ def test_widget_says_a_question_is_too_long_and_keeps_every_character(
     live_server: Any, widget_key: str, new_page: Callable[..., Page], settings: Settings,
 ) -> None:
     settings.KB_MAX_QUESTION_CHARS = 40  # the served script carries the server's limit
-    page = new_page(locale="en-US")
-    page.goto(f"{live_server.url}/demo/")
+    page = new_page(locale="zh-CN")  # the host page's language wins over the browser's
+    page.goto(f"{live_server.url}/demo/?lang=en")
     page.get_by_role("button", name="Questions? Ask us").click()
     box = page.get_by_role("textbox", name="Your question")
     pasted = "My gift card is blocked after I typed the PIN wrong 🙈"  # 53 code points, 54 UTF-16 units

@@ -68,14 +68,17 @@ def test_workbench_in_both_modes(
     original_header.get_by_role("button").click()
     expect(original_header).to_have_attribute("aria-sort", "ascending")
     assert [int(value) for value in _column(page, 2)] == list(range(1, len(ranks) + 1))
+    # A score column sorts highest first on the first click, then the other way.
     rerank_header = page.locator("#matrix thead th", has_text="Rerank")
     rerank_header.get_by_role("button").click()
-    expect(rerank_header).to_have_attribute("aria-sort", "ascending")
-    scores = [float(value) for value in _column(page, 6)]
-    assert scores == sorted(scores)
-    rerank_header.get_by_role("button").click()
     expect(rerank_header).to_have_attribute("aria-sort", "descending")
-    assert [float(value) for value in _column(page, 6)] == sorted(scores, reverse=True)
+    scores = [float(value) for value in _column(page, 6)]
+    assert scores == sorted(scores, reverse=True)
+    rerank_header.get_by_role("button").click()
+    expect(rerank_header).to_have_attribute("aria-sort", "ascending")
+    assert [float(value) for value in _column(page, 6)] == sorted(scores)
+    # The embedded engine says it ignores the instruction rather than silently doing so.
+    expect(page.locator("#instruction-ignored")).to_contain_text("ignores the instruction")
     page.locator("#matrix").scroll_into_view_if_needed()
     shot(page, "12-workbench-matrix")
 
@@ -98,15 +101,15 @@ def test_workbench_in_both_modes(
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Export CSV").click()
     download = download_info.value
-    assert download.suggested_filename.startswith(f"workbench-{documents_run.pk}-")
+    assert download.suggested_filename == f"workbench-run-{documents_run.pk}.csv"
     raw = Path(download.path()).read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")
     table = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
-    assert table[0] == ["rank", "original_index", "rerank_score", "entry_id", "title", "text"]
-    expected = [[str(row["rank"]), str(row["index"]), f"{row['scores']['rerank']:.6f}", "", "", row["text"]]
+    assert table[0] == ["rank", "original_index", "rerank_score", "entry_id", "external_id", "title", "text"]
+    expected = [[str(row["rank"]), str(row["index"]), f"{row['scores']['rerank']:.6f}", "", "", "", row["text"]]
                 for row in documents_run.result["rows"]]
     assert table[1:] == expected
-    assert {row[5] for row in table[1:]} == {part.strip() for part in RESUMES.split("---")}
+    assert {row[6] for row in table[1:]} == {part.strip() for part in RESUMES.split("---")}
 
     # Both runs are in the history, newest first.
     history = page.locator(".history li a").all_text_contents()

@@ -146,7 +146,7 @@ def test_widget_shows_hostile_entries_and_questions_as_text(
     THEN the widget shows all of it as text."""
     watch = Watched(new_page(locale="en-US"))
     page = watch.page
-    page.goto(f"{live_server.url}/demo/")
+    page.goto(f"{live_server.url}/demo/?lang=en")
     page.get_by_role("button", name="Questions? Ask us").click()
     box = page.get_by_role("textbox", name="Your question")
     log = page.locator("#kb-chat-widget .log")
@@ -181,6 +181,8 @@ def test_widget_shows_hostile_entries_and_questions_as_text(
 
     suggestion.get_by_role("button", name="No").click()
     expect(suggestion).to_contain_text("Thanks for the feedback!")
+    # One offer on screen, not one in the log and another in the footer.
+    expect(page.locator("#kb-chat-widget").get_by_role("button", name="Talk to a person")).to_have_count(1)
     log.get_by_role("button", name="Talk to a person").click()
     expect(log.locator(".msg.note")).to_contain_text("A support agent will take over this conversation.")
     assert Ticket.objects.get().status == Ticket.Status.HANDED_OFF
@@ -250,7 +252,7 @@ def test_console_and_insights_show_hostile_tickets_as_text(
     top.locator("details.reply summary").click()
     top.locator("textarea").fill(REFLECTED)
     top.get_by_role("button", name="Send to customer").click()
-    expect_literal(page.locator(".timeline"), REFLECTED)
+    expect_literal(page.locator('#conversation [data-kind="agent"]'), REFLECTED)
     helpful = top.get_by_role("button", name="Helpful", exact=True)
     helpful.evaluate("(button, value) => { button.value = value; }", REFLECTED)
     helpful.click()

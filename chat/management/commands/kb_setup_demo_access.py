@@ -25,7 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--key-file", default=None,
                             help=f"where the demo page finds the raw key (default {demo_access.DEMO_KEY_FILE})")
         parser.add_argument("--reset-passwords", action="store_true",
-                            help="give the demo users new random passwords and print them")
+                            help="give the demo users new random passwords and print them; the widget key is "
+                                 "left as it is unless --origin is given")
 
     def handle(self, *args: Any, kb: str, origin: list[str], key_file: str | None, reset_passwords: bool,
                **options: Any) -> None:
@@ -41,6 +42,11 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(f"demo user  {user.username:<13} ({user.role}) exists; "
                                   "to set a new password run kb_setup_demo_access --reset-passwords")
+        if reset_passwords and not origin:
+            # Run by hand next to a stack that may serve on another KB_PORT: its key must keep working.
+            self.stdout.write("widget key untouched (pass --origin to allow another origin)")
+            self.stderr.write("Save the demo users' passwords now: they are not shown again.")
+            return
         path = Path(key_file) if key_file else None
         key, _raw, created = demo_access.demo_widget_key_ensure(kb=knowledge_base, origins=origins, key_file=path)
         state = "created" if created else "kept"

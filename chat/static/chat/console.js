@@ -19,7 +19,9 @@
     const headers = Array.from(th.parentElement.children);
     const index = headers.indexOf(th);
     const type = th.dataset.type || "text";
-    const ascending = th.getAttribute("aria-sort") !== "ascending";
+    // First click: ascending, or descending for columns that say so (scores: best first).
+    const current = th.getAttribute("aria-sort");
+    const ascending = current ? current !== "ascending" : th.dataset.firstSort !== "descending";
     headers.forEach((other) => other.removeAttribute("aria-sort"));
     th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
     const body = table.tBodies[0];
@@ -179,7 +181,22 @@
     });
   }
 
+  // --- <textarea data-submit-on-ctrl-enter>: Ctrl+Enter (Cmd+Enter on a Mac) sends its form.
+  function initCtrlEnter(root) {
+    root.querySelectorAll("textarea[data-submit-on-ctrl-enter]").forEach((area) => {
+      if (area.dataset.bound) return;
+      area.dataset.bound = "1";
+      area.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !event.isComposing) {
+          event.preventDefault();
+          area.form.requestSubmit();
+        }
+      });
+    });
+  }
+
   function init(root) {
+    initCtrlEnter(root);
     initAutosubmit(root);
     initSortable(root);
     initCopy(root);

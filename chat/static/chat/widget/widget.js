@@ -1,7 +1,13 @@
 /*! kbservice chat widget. Embed with:
  *   <script src="https://HOST/widget.js" data-kb="demo" data-key="kb_pk_…" async></script>
- * Optional: data-lang="zh|en" (default: the browser's language), data-api (default: this script's
- * origin), data-title, data-customer.
+ * Optional: data-lang="zh|en" (default: the host page's <html lang>, then the browser's language),
+ * data-api (default: this script's origin), data-title, data-customer.
+ *
+ * The conversation is kept per site in localStorage (the ticket id and the last reply seen), so a
+ * reload shows its history. While a person may answer, the widget polls the ticket's messages after
+ * a cursor (GET /api/v1/tickets/{id}/messages?after=N): every few seconds while handed off and the
+ * page is visible, rarely otherwise, never once resolved. Replies that arrive while the panel is
+ * closed show as a count on the button.
  *
  * Safety: everything from the API is put on the page with textContent. The one exception is the
  * answer's highlight, which the API sends as escaped text with <mark> tags; it is split on those
@@ -24,7 +30,8 @@
       human: "Talk to a person", handedOff: "A support agent will take over this conversation. Reference: ",
       degraded: "Quick answer (our ranking service is busy): ", error: "Something went wrong. Please try again.",
       throttled: "Too many questions at once. Please wait a minute.", origin: "This chat is not enabled for this site.",
-      you: "You", bot: "Help center",
+      you: "You", bot: "Help center", agent: "Support agent", resolved: "This conversation is closed. Ask a new question any time.",
+      assigned: "{name} has joined the conversation.", unread: "{n} new replies", writeAgent: "Write to the support agent",
       tooLong: "Your question is {n} characters long; please keep it to {max}.",
     },
     zh: {
@@ -36,7 +43,8 @@
       human: "转人工客服", handedOff: "已为您转接人工客服，客服会在这里继续为您服务。工单号：",
       degraded: "快速答案（排序服务繁忙）：", error: "出错了，请稍后再试。",
       throttled: "提问太频繁了，请稍等一分钟。", origin: "此网站未开通在线客服。",
-      you: "您", bot: "帮助中心",
+      you: "您", bot: "帮助中心", agent: "人工客服", resolved: "本次对话已结束，欢迎随时提出新问题。",
+      assigned: "客服 {name} 已加入对话。", unread: "{n} 条新回复", writeAgent: "给人工客服留言",
       tooLong: "问题太长了（{n} 字），请控制在 {max} 字以内。",
     },
   };
@@ -45,14 +53,23 @@
   // server's KB_MAX_QUESTION_CHARS here.
   var MAX_QUESTION = 2000;
 
+  // While a person may answer: often enough to show a reply within 5 s; hidden pages and tickets
+  // nobody took over are polled rarely, so hundreds of open widgets cost the server little.
+  var POLL_MS = 3000, POLL_IDLE_MS = 20000;
+
   var data = script.dataset;
-  var lang = (data.lang || navigator.language || "en").toLowerCase().indexOf("zh") === 0 ? "zh" : "en";
+  var pageLang = data.lang || document.documentElement.lang || navigator.language || "en";
+  var lang = pageLang.toLowerCase().indexOf("zh") === 0 ? "zh" : "en";
   var t = STRINGS[lang];
   var api = (data.api || new URL(script.src, location.href).origin).replace(/\/$/, "");
   var kb = data.kb || "";
-  var storageKey = "kbw:" + api + ":" + kb + ":ticket";
-  var state = { ticket: null, busy: false };
-  try { state.ticket = sessionStorage.getItem(storageKey); } catch (e) { /* storage blocked */ }
+  // localStorage is per site already; the API and knowledge base keep two widgets on one site apart.
+  var storageKey = "kbw:" + api + ":" + kb;
+  var state = { ticket: null, status: "open", cursor: 0, seen: 0, busy: false, shown: {}, unread: 0, timer: null };
+  try {
+    var saved = JSON.parse(localStorage.getItem(storageKey) || "null");
+    if (saved && saved.ticket) { state.ticket = saved.ticket; state.seen = saved.seen || 0; }
+  } catch (e) { /* storage blocked or unreadable: start afresh */ }
 
   var CSS = [
     ":host { all: initial; }",
@@ -62,6 +79,10 @@
     "button { font: inherit; cursor: pointer; }",
     ".launcher { background: #3056d3; color: #fff; border: 0; border-radius: 999px; padding: 12px 18px;",
     "  box-shadow: 0 6px 18px rgba(20,30,60,.25); font-weight: 600; }",
+    ".launcher .count { display: inline-block; min-width: 20px; margin-left: 8px; padding: 0 6px; border-radius: 999px; background: #d92d20; color: #fff; font-size: 12px; line-height: 20px; text-align: center; }",
+    ".launcher .count[hidden] { display: none; }",
+    ".msg.agent { align-self: flex-start; background: #e7f6ec; border: 1px solid #b8e0c6; border-bottom-left-radius: 4px; }",
+    ".msg .by { display: block; font-size: 12px; font-weight: 700; color: #23663d; }",
     ".launcher:focus-visible, button:focus-visible, textarea:focus-visible { outline: 3px solid #8aa4ef; outline-offset: 1px; }",
     ".panel { width: 370px; max-width: calc(100vw - 40px); height: 540px; max-height: calc(100vh - 40px); background: #fff;",
     "  border-radius: 14px; box-shadow: 0 12px 40px rgba(20,30,60,.28); display: flex; flex-direction: column; overflow: hidden; }",
@@ -123,8 +144,11 @@
   if (script.nonce) style.nonce = script.nonce;
   style.textContent = CSS;
   var wrap = el("div", { class: "wrap", lang: lang === "zh" ? "zh-CN" : "en" });
-  var launcher = el("button", { class: "launcher", type: "button", "aria-expanded": "false", "aria-controls": "kbw-panel" },
-    data.title ? data.title : t.launcher);
+  var launcher = el("button", { class: "launcher", type: "button", "aria-expanded": "false", "aria-controls": "kbw-panel" });
+  launcher.appendChild(el("span", {}, data.title ? data.title : t.launcher));
+  var badge = el("span", { class: "count" });
+  badge.hidden = true;
+  launcher.appendChild(badge);
   var panel = el("section", { class: "panel", id: "kbw-panel", role: "dialog", "aria-label": data.title || t.title });
   panel.hidden = true;
   var head = el("div", { class: "head" });
@@ -164,6 +188,8 @@
     launcher.hidden = true;
     launcher.setAttribute("aria-expanded", "true");
     if (!log.childElementCount) say("bot", t.greeting);
+    markSeen();
+    scroll();
     input.focus();
   }
   function shut() {
@@ -174,9 +200,9 @@
   }
 
   // --- API ------------------------------------------------------------------------------------
-  function call(path, body) {
+  function call(path, body, method) {
     return fetch(api + path, {
-      method: "POST", mode: "cors", credentials: "omit",
+      method: method || "POST", mode: "cors", credentials: "omit",
       headers: { "Content-Type": "application/json", Authorization: "Bearer " + (data.key || "") },
       body: body === undefined ? undefined : JSON.stringify(body),
     }).then(function (response) {
@@ -196,10 +222,25 @@
     if (error && error.status === 403) return t.origin;
     return t.error;
   }
+  function save() {
+    try {
+      if (state.ticket) localStorage.setItem(storageKey, JSON.stringify({ ticket: state.ticket, seen: state.seen }));
+      else localStorage.removeItem(storageKey);
+    } catch (e) { /* storage blocked: the conversation lasts as long as the page */ }
+  }
   function remember(ticket) {
-    state.ticket = ticket;
-    human.hidden = false;
-    try { sessionStorage.setItem(storageKey, ticket); } catch (e) { /* storage blocked */ }
+    if (state.ticket !== ticket) { state.ticket = ticket; state.status = "open"; state.cursor = 0; state.seen = 0; }
+    if (state.status === "open") {  // the footer's offer again; an older one in the log goes
+      log.querySelectorAll(".human").forEach(function (button) { button.remove(); });
+      human.hidden = false;
+    }
+    save();
+    schedule();
+  }
+  function forget() {
+    state.ticket = null; state.status = "open"; state.cursor = 0; state.seen = 0; state.shown = {};
+    human.hidden = true;
+    save();
   }
 
   function entryBlock(parent, entry, withHighlight) {
@@ -229,15 +270,19 @@
     node.appendChild(row);
   }
 
+  // One "Talk to a person" in the log at a time, and none once a person has been asked for.
   function offerHuman() {
+    if (state.status !== "open") return;
+    log.querySelectorAll(".human").forEach(function (button) { button.remove(); });
+    human.hidden = true;  // the offer in the log replaces the one in the footer
     var button = el("button", { class: "human", type: "button" }, t.human);
     button.addEventListener("click", handOff);
     log.appendChild(button);
     scroll();
   }
 
-  function show(result) {
-    remember(result.ticket);
+  function show(result, fromHistory) {
+    if (!fromHistory) remember(result.ticket);
     var node = say("bot");
     if (result.decision === "handoff" || !result.answer) {
       node.textContent = t.nothing;
@@ -262,9 +307,97 @@
         node.appendChild(details);
       });
     }
-    rating(node, result);
+    if (!fromHistory) rating(node, result);
     scroll();
   }
+
+  // --- the conversation after the engine: history, replies, polling ---------------------------
+  function showItem(item) {
+    if (state.shown[item.id]) return;
+    state.shown[item.id] = true;
+    if (item.seq && item.seq > state.cursor) state.cursor = item.seq;
+    if (item.kind === "question" || item.kind === "customer") { say("user", item.text); return; }
+    if (item.kind === "answer") {
+      show({ ticket: state.ticket, question_id: item.question_id, decision: item.decision, answer: item.answer,
+             alternatives: item.alternatives, rerank: item.rerank }, true);
+      return;
+    }
+    if (item.kind === "agent") {
+      var node = say("agent");
+      node.appendChild(el("span", { class: "by" }, item.author || t.agent));
+      node.appendChild(document.createTextNode(item.text));
+      if (item.seq > state.seen) { if (panel.hidden) state.unread += 1; else markSeen(); }
+      showUnread();
+      return;
+    }
+    if (item.event === "handed_off") { setStatus("handed_off"); say("note", t.handedOff + state.ticket.slice(0, 8)); }
+    else if (item.event === "assigned" && item.text) say("note", t.assigned.replace("{name}", item.text));
+    else if (item.event === "resolved") { setStatus("resolved"); say("note", t.resolved); }
+  }
+  function setStatus(status) {
+    state.status = status;
+    if (status !== "open") {
+      human.hidden = true;
+      log.querySelectorAll(".human").forEach(function (button) { button.remove(); });
+    }
+    input.placeholder = status === "handed_off" ? t.writeAgent : t.placeholder;
+  }
+  function markSeen() {
+    if (state.cursor > state.seen) { state.seen = state.cursor; save(); }
+    state.unread = 0;
+    showUnread();
+  }
+  function showUnread() {
+    badge.hidden = !state.unread;
+    badge.textContent = state.unread ? String(state.unread) : "";
+    badge.setAttribute("aria-label", t.unread.replace("{n}", state.unread));
+  }
+  function get(path) {
+    return fetch(api + path, { method: "GET", mode: "cors", credentials: "omit",
+      headers: { Authorization: "Bearer " + (data.key || "") } }).then(function (response) {
+      if (!response.ok) { var error = new Error("HTTP " + response.status); error.status = response.status; throw error; }
+      return response.json();
+    });
+  }
+  function restore() {
+    var ticket = state.ticket;
+    get("/api/v1/tickets/" + encodeURIComponent(ticket)).then(function (body) {
+      if (state.ticket !== ticket) return;
+      state.status = body.status;
+      human.hidden = body.status !== "open";
+      if (!log.childElementCount) say("bot", t.greeting);
+      (body.messages || []).forEach(showItem);
+      setStatus(body.status);
+      if (!panel.hidden) markSeen();
+      schedule();
+    }).catch(function (error) {
+      if (error.status === 404 || error.status === 403) forget();  // gone, or not this site's any more
+      else schedule();
+    });
+  }
+  function poll() {
+    state.timer = null;
+    if (!state.ticket || state.status === "resolved") return;
+    var ticket = state.ticket;
+    get("/api/v1/tickets/" + encodeURIComponent(ticket) + "/messages?after=" + state.cursor).then(function (body) {
+      if (state.ticket !== ticket) return;
+      body.messages.forEach(showItem);
+      if (body.status !== state.status) setStatus(body.status);
+    }).catch(function (error) {
+      if (error.status === 404) forget();
+    }).then(schedule);
+  }
+  // The next poll, by the interval that fits the ticket now (a hand-off shortens a pending wait).
+  function schedule() {
+    if (state.timer) { clearTimeout(state.timer); state.timer = null; }
+    if (!state.ticket || state.status === "resolved") return;
+    var often = state.status === "handed_off" && !document.hidden;
+    state.timer = setTimeout(poll, often ? POLL_MS : POLL_IDLE_MS);
+  }
+  document.addEventListener("visibilitychange", function () {
+    // Back on the page: look at once rather than after the idle interval.
+    if (!document.hidden && state.timer) { clearTimeout(state.timer); poll(); }
+  });
 
   function ask(question) {
     state.busy = true;
@@ -275,10 +408,14 @@
     if (state.ticket) body.ticket = state.ticket;
     if (data.customer) body.customer = data.customer;
     call("/api/v1/ask", body)
-      .then(function (result) { waiting.remove(); show(result); })
+      .then(function (result) {
+        waiting.remove();
+        state.shown["q" + result.question_id] = state.shown["a" + result.question_id] = true;
+        show(result);
+      })
       .catch(function (error) {
         // A ticket from another session or knowledge base: start a new one next time.
-        if (error && error.status === 400 && error.details.ticket) { state.ticket = null; }
+        if (error && error.status === 400 && error.details.ticket) { forget(); }
         waiting.textContent = problem(error);
         // Nothing typed is lost: the question goes back into the box to be sent again.
         if (!input.value) { input.value = question; checkLength(); }
@@ -286,15 +423,36 @@
       .then(function () { state.busy = false; send.disabled = false; input.focus(); });
   }
 
-  function handOff() {
-    if (!state.ticket) return;
-    var ticket = state.ticket;
-    call("/api/v1/tickets/" + encodeURIComponent(ticket) + "/handoff")
-      .then(function () {
-        say("note", t.handedOff + ticket.slice(0, 8));
-        root.querySelectorAll(".human").forEach(function (button) { button.disabled = true; });
+  // After a hand-off the box writes to the person, not to the engine.
+  function tell(text) {
+    state.busy = true;
+    send.disabled = true;
+    var mine = say("user", text);
+    call("/api/v1/tickets/" + encodeURIComponent(state.ticket) + "/messages", { text: text })
+      .then(function (item) { state.shown[item.id] = true; if (item.seq > state.cursor) state.cursor = item.seq; markSeen(); })
+      .catch(function (error) {
+        mine.remove();
+        say("note", problem(error));
+        if (!input.value) { input.value = text; checkLength(); }
+        if (error && error.status === 404) forget();
       })
-      .catch(function (error) { say("note", problem(error)); });
+      .then(function () { state.busy = false; send.disabled = false; input.focus(); });
+  }
+
+  function handOff() {
+    if (!state.ticket || state.status !== "open") return;
+    root.querySelectorAll(".human").forEach(function (button) { button.disabled = true; });
+    call("/api/v1/tickets/" + encodeURIComponent(state.ticket) + "/handoff")
+      .then(function (body) {
+        (body.messages || []).forEach(function (item) { if (item.kind !== "question" && item.kind !== "answer") showItem(item); });
+        setStatus(body.status);
+        schedule();
+        input.focus();  // the button pressed is gone: keep the keyboard in the panel
+      })
+      .catch(function (error) {
+        root.querySelectorAll(".human").forEach(function (button) { button.disabled = false; });
+        say("note", problem(error));
+      });
   }
 
   launcher.addEventListener("click", open);
@@ -322,9 +480,13 @@
     var question = input.value.trim();
     if (!question || state.busy || !checkLength()) return;
     input.value = "";
-    ask(question);
+    if (state.status === "resolved") forget();  // a closed conversation: the next question opens a new one
+    if (state.ticket && state.status === "handed_off") tell(question); else ask(question);
   });
 
-  function mount() { document.body.appendChild(host); }
+  function mount() {
+    document.body.appendChild(host);
+    if (state.ticket) restore();
+  }
   if (document.body) mount(); else document.addEventListener("DOMContentLoaded", mount);
 })();

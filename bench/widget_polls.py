@@ -1,0 +1,243 @@
+"""What hundreds of open widgets waiting for a person cost everyone else's asks.
+
+Brings up its own Postgres+pgvector and Redis and the product as `make up` runs it (bench/_stack.py:
+gunicorn 2 workers x 8 threads, the CPU worker, the rerank worker, the demo knowledge base), hands off
+--widgets tickets under one publishable key, then runs the same ask traffic twice, side by side in one
+run:
+
+1. asks alone: --concurrency customers asking in a closed loop for --seconds (a share repeats an
+   earlier question of the phase, as customers do), from an empty answer cache;
+2. the very same asks, from an empty answer cache again, while every handed-off ticket's widget polls
+   `GET /api/v1/tickets/{id}/messages?after=` as the widget does (every 3 s after the previous poll
+   returned), and agents reply to random tickets (--replies-per-second, through the console's
+   service) so that polls also carry news.
+
+Prints the asks' p50/p95/p99 and throughput per phase and their ratio, the polls' rate, latency and
+errors, and how long replies took to reach a polling widget (the issue's promise: within 5 s).
+
+    .venv/bin/python bench/widget_polls.py [--widgets 300] [--seconds 60] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from _stack import bench_stack, log, percentile, start_product
+from _traffic import Question, questions, run_concurrently
+
+ORIGIN = "https://shop.example"
+POLL_MS = 3000  # chat/static/chat/widget/widget.js: POLL_MS
+REQUEST_TIMEOUT = 120.0
+
+
+@dataclass
+class Asked:
+    ms: float
+    status: int
+    cache: str = ""
+    rerank: str = ""
+
+
+@dataclass
+class Polls:
+    ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    delivered_ms: list[float] = field(default_factory=list)
+    sent_at: dict[str, float] = field(default_factory=dict)  # reply text -> when it was committed
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def ask_plan(pool: list[Question], count: int, repeat_rate: float, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    fresh = iter(pool)
+    asked: list[str] = []
+    plan = []
+    for _ in range(count):
+        new = None if asked and rng.random() < repeat_rate else next(fresh, None)
+        text = new.text if new else asked[int(len(asked) * rng.random() ** 2)]
+        if new:
+            asked.append(text)
+        plan.append(text)
+    return plan
+
+
+def run_asks(base: str, key: str, plan: list[str], *, concurrency: int, seconds: float, desc: str
+             ) -> tuple[list[Asked], float]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, limits=limits,
+                      timeout=REQUEST_TIMEOUT) as client:
+        def one(text: str) -> Asked:
+            started = time.perf_counter()
+            try:
+                response = client.post("/api/v1/ask", json={"kb": "demo", "question": text})
+            except httpx.HTTPError:
+                return Asked((time.perf_counter() - started) * 1000, 0)
+            ms = (time.perf_counter() - started) * 1000
+            if not response.is_success:
+                return Asked(ms, response.status_code)
+            body = response.json()
+            return Asked(ms, response.status_code, body["cache"], body["rerank"]["status"])
+
+        return run_concurrently(one, plan, concurrency, max_seconds=seconds, desc=desc)
+
+
+async def poll_widgets(base: str, key: str, tickets: list[str], polls: Polls, stop: threading.Event) -> None:
+    headers = {"Authorization": f"Bearer {key}", "Origin": ORIGIN}
+    limits = httpx.Limits(max_connections=len(tickets), max_keepalive_connections=len(tickets))
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=REQUEST_TIMEOUT) as client:
+
+        async def widget(ticket: str, offset: float) -> None:
+            cursor = 0
+            await asyncio.sleep(offset)  # widgets were opened at different moments
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    response = await client.get(f"/api/v1/tickets/{ticket}/messages", params={"after": cursor})
+                except httpx.HTTPError as exc:
+                    with polls.lock:
+                        polls.errors.append(f"{type(exc).__name__}: {exc}")
+                else:
+                    seen = time.perf_counter()
+                    with polls.lock:
+                        polls.ms.append((seen - started) * 1000)
+                        if response.status_code != 200:
+                            polls.errors.append(f"HTTP {response.status_code} {response.text[:120]}")
+                        else:
+                            body = response.json()
+                            cursor = body["cursor"]
+                            for item in body["messages"]:
+                                sent = polls.sent_at.pop(item.get("text", ""), None)
+                                if item["kind"] == "agent" and sent is not None:
+                                    polls.delivered_ms.append((seen - sent) * 1000)
+                await asyncio.sleep(POLL_MS / 1000)
+
+        await asyncio.gather(*(widget(ticket, random.uniform(0, POLL_MS / 1000)) for ticket in tickets))
+
+
+def reply_now_and_then(ticket_pks: list[int], polls: Polls, per_second: float, stop: threading.Event) -> int:
+    """Agents answer random waiting tickets; the time of each commit is what delivery is measured from."""
+    from django.db import close_old_connections
+
+    from chat.models import Ticket
+    from chat.services.messages import agent_message_send
+
+    rng = random.Random(5)
+    sent = 0
+    while not stop.wait(1 / per_second):
+        ticket = Ticket.objects.get(pk=rng.choice(ticket_pks))
+        text = f"reply {sent}: 您好，我是客服，正在为您查询。"
+        agent_message_send(ticket=ticket, body=text, via="console", author_name="bench agent")
+        with polls.lock:
+            polls.sent_at[text] = time.perf_counter()
+        sent += 1
+    close_old_connections()
+    return sent
+
+
+def answer_cache_clear() -> None:
+    """Both phases start cold, so their cache hits (and so their latencies) are comparable."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter("kb:answer:*", count=1000):
+        client.delete(key)
+
+
+def summary(label: str, asks: list[Asked], seconds: float) -> tuple[float, float]:
+    ok = [a.ms for a in asks if a.status == 200]
+    errors = len(asks) - len(ok)
+    hits = sum(1 for a in asks if a.cache == "hit")
+    # A degraded answer (no rerank within KB_RERANK_TIMEOUT) is never cached: it also lowers the hits.
+    degraded = sum(1 for a in asks if a.rerank == "degraded")
+    p50, p95, p99 = (percentile(ok, q) for q in (50, 95, 99))
+    print(f"{label}: {len(asks)} asks in {seconds:.0f}s ({len(asks) / seconds:.1f}/s), p50 {p50:.0f} ms, "
+          f"p95 {p95:.0f} ms, p99 {p99:.0f} ms, cache hits {hits}/{len(asks)}, degraded {degraded}, errors {errors}")
+    return p50, p95
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--widgets", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=60, help="length of each phase")
+    parser.add_argument("--concurrency", type=int, default=8, help="customers asking at once")
+    parser.add_argument("--repeat-rate", type=float, default=0.6)
+    parser.add_argument("--replies-per-second", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--keep", action="store_true", help="keep the stack's logs under var/bench/")
+    args = parser.parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    env = {"KB_THROTTLE_RATE": "1000000/min", "KB_WIDGET_THROTTLE_RATE": "1000000/min"}
+    with bench_stack("widget-polls", extra_env=env, keep=args.keep) as stack:
+        from chat.models import ApiKey, Ticket
+        from chat.services.keys import api_key_create
+        from chat.services.tickets import ticket_create, ticket_hand_off
+        from knowledge.models import KnowledgeBase
+
+        base = start_product(stack)
+        demo = KnowledgeBase.objects.get(slug="demo")
+        _, ask_key = api_key_create(name="chat backend", kind=ApiKey.Kind.SECRET, kb=demo, scopes=["ask"])
+        _, widget_key = api_key_create(name="shop widget", kind=ApiKey.Kind.PUBLISHABLE, kb=demo,
+                                       allowed_origins=[ORIGIN])
+        waiting: list[Ticket] = []
+        for number in range(args.widgets):
+            ticket = ticket_create(kb=demo, customer=f"customer {number}", channel="widget")
+            waiting.append(ticket_hand_off(ticket=ticket, via="widget"))
+        log(f"{len(waiting)} tickets handed off, one widget each")
+
+        plan = ask_plan(questions(args.seed), 100_000, args.repeat_rate, args.seed)
+        run_asks(base, ask_key, plan[:16], concurrency=4, seconds=args.seconds, desc="warm-up")
+        answer_cache_clear()
+        before, before_s = run_asks(base, ask_key, plan, concurrency=args.concurrency,
+                                    seconds=args.seconds, desc="asks alone")
+        answer_cache_clear()
+
+        polls, stop = Polls(), threading.Event()
+        pollers = threading.Thread(target=lambda: asyncio.run(poll_widgets(
+            base, widget_key, [str(t.public_id) for t in waiting], polls, stop)), daemon=True)
+        pollers.start()
+        replies: dict[str, Any] = {}
+        replier = threading.Thread(target=lambda: replies.update(sent=reply_now_and_then(
+            [t.pk for t in waiting], polls, args.replies_per_second, stop)), daemon=True)
+        time.sleep(POLL_MS / 1000 * 2)  # every widget has polled at least once
+        polls_before = len(polls.ms)
+        started = time.perf_counter()
+        replier.start()
+        after, after_s = run_asks(base, ask_key, plan, concurrency=args.concurrency, seconds=args.seconds,
+                                  desc=f"asks + {args.widgets} polling widgets")
+        poll_rate = (len(polls.ms) - polls_before) / (time.perf_counter() - started)
+        stop.set()
+        replier.join()
+        pollers.join(timeout=POLL_MS / 1000 * 3)
+        problem = stack.exited()
+
+    print()
+    p50_before, p95_before = summary("1) asks alone", before, before_s)
+    p50_after, p95_after = summary(f"2) asks with {args.widgets} widgets polling", after, after_s)
+    print(f"ratio with/without polling: p50 x{p50_after / p50_before:.2f}, p95 x{p95_after / p95_before:.2f}, "
+          f"throughput x{(len(after) / after_s) / (len(before) / before_s):.2f}")
+    print(f"polls: {len(polls.ms)} ({poll_rate:.0f}/s during phase 2), p50 {percentile(polls.ms, 50):.0f} ms, "
+          f"p95 {percentile(polls.ms, 95):.0f} ms, p99 {percentile(polls.ms, 99):.0f} ms, errors {len(polls.errors)}")
+    delivered = polls.delivered_ms or [float("nan")]
+    print(f"replies: {replies.get('sent', 0)} sent, {len(polls.delivered_ms)} seen by their widget; delivery p50 "
+          f"{percentile(delivered, 50) / 1000:.1f} s, p95 {percentile(delivered, 95) / 1000:.1f} s, "
+          f"max {max(delivered) / 1000:.1f} s; not seen by the end {len(polls.sent_at)}")
+    for error in polls.errors[:5]:
+        print(f"poll error: {error}")
+    if problem:
+        print(f"a product process exited during the run: {problem}")
+    errors = sum(1 for a in before + after if a.status != 200) + len(polls.errors)
+    return 1 if errors or problem else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

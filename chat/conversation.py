@@ -1,0 +1,65 @@
+"""Reads of a ticket's conversation: the engine's turns (``Question`` rows) and people's messages and
+events (``Message`` rows), in time order, in the one shape the API, the widget and the console share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+
+from chat.models import Message, Question, Ticket
+
+ANSWER_KEYS = ("answer", "alternatives", "rerank")
+
+
+def message_item(message: Message) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": f"m{message.pk}", "seq": message.pk, "kind": message.kind,
+                            "at": message.created_at, "via": message.via}
+    if message.kind == Message.Kind.EVENT:
+        item["event"] = message.event
+        if message.body:
+            item["text"] = message.body
+    else:
+        item["text"] = message.body
+    if message.kind == Message.Kind.AGENT:
+        item["author"] = message.author_name
+        item["entry"] = None if message.entry is None else {
+            "id": message.entry.pk, "external_id": message.entry.external_id, "question": message.entry.question,
+            "edited": bool(message.entry_edited)}
+    return item
+
+
+def question_items(question: Question) -> list[dict[str, Any]]:
+    """The customer's question, and the engine's answer once there is one."""
+    items: list[dict[str, Any]] = [{"id": f"q{question.pk}", "kind": "question", "at": question.created_at,
+                                    "question_id": question.pk, "text": question.text}]
+    if question.state == Question.State.ANSWERED:
+        items.append({"id": f"a{question.pk}", "kind": "answer", "at": question.answered_at or question.created_at,
+                      "question_id": question.pk, "decision": question.decision,
+                      **{key: question.response.get(key) for key in ANSWER_KEYS}})
+    return items
+
+
+def messages_after(*, ticket: Ticket, after: int = 0) -> QuerySet[Message]:
+    return Message.objects.filter(ticket=ticket, pk__gt=after).select_related("entry").order_by("pk")
+
+
+def ticket_conversation(*, ticket: Ticket) -> list[dict[str, Any]]:
+    """Everything said and done on the ticket, oldest first. Uses prefetched ``questions`` and
+    ``messages`` when the caller has them (the console's ticket page)."""
+    items = [item for question in ticket.questions.all() for item in question_items(question)]
+    items += [message_item(message) for message in ticket.messages.all()]
+    # A question and its answer, then a message sent in the same instant: stable within a source.
+    order = {"question": 0, "answer": 1}
+    return sorted(items, key=lambda item: (item["at"], order.get(item["kind"], 2)))
+
+
+def ticket_conversation_prefetch(ticket: Ticket) -> Ticket:
+    prefetch_related_objects([ticket], Prefetch("questions", queryset=Question.objects.order_by("created_at", "pk")),
+                             Prefetch("messages", queryset=Message.objects.select_related("entry").order_by("pk")))
+    return ticket
+
+
+def ticket_cursor(items: list[dict[str, Any]]) -> int:
+    """The poll cursor: the newest message's id (engine turns come back in the ask's own response)."""
+    return max((item["seq"] for item in items if "seq" in item), default=0)
