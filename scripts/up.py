@@ -164,11 +164,13 @@ def main() -> int:
         # Ready includes the rerank worker's warm-up: the first questions are reranked, not degraded.
         watcher.start()
         supervise_until_ready(stack, watcher)
-        if demo:
+        if demo and os.environ.get("KB_DEMO_CALIBRATE", "1") != "0":
             # Uncalibrated bases never auto-answer: calibrate the demo on its similar questions, for the
-            # reranker now running. Not fatal: the stack serves (suggesting) without it.
-            log("calibrating the demo knowledge base on its similar questions")
-            subprocess.run([PYTHON, "manage.py", "kb_calibrate", "--kb", "demo"], cwd=BASE_DIR, env=env, check=False)
+            # reranker now running (once: a later start finds it calibrated). Not fatal: the stack
+            # serves, suggesting, without it.
+            log("calibrating the demo knowledge base on its similar questions (KB_DEMO_CALIBRATE=0 skips)")
+            subprocess.run([PYTHON, "manage.py", "kb_calibrate", "--kb", "demo", "--unless-calibrated"],
+                           cwd=BASE_DIR, env=env, check=False)
         log(f"web       {base}/")
         if demo:
             log(f"demo      {base}/demo/  (the chat widget on the demo knowledge base)")

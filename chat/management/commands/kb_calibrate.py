@@ -13,6 +13,8 @@ from tqdm import tqdm
 from chat.evaluation import EvaluationError, labelled_queries_read
 from chat.services.calibration import CalibrationError, knowledge_base_calibrate, target_check
 from knowledge.models import KnowledgeBase
+from knowledge.selectors import knowledge_base_calibration_state
+from rerank.heartbeat import rerank_running
 
 
 def _share(name: str) -> Any:
@@ -40,11 +42,18 @@ class Command(BaseCommand):
                             help="also ask each labelled query with its relevant entries left out, as a no-answer "
                                  "question")
         parser.add_argument("--no-feedback", action="store_true", help="leave reviewed console feedback out")
+        parser.add_argument("--unless-calibrated", action="store_true",
+                            help="do nothing when a calibration applies to the reranker now running and is not stale")
 
     def handle(self, *args: Any, **options: Any) -> None:
         kb = KnowledgeBase.objects.filter(slug=options["kb"]).first()
         if kb is None:
             raise CommandError(f"No knowledge base with slug {options['kb']!r}.")
+        if options["unless_calibrated"]:
+            state = knowledge_base_calibration_state(kb=kb, running=rerank_running())
+            if state.status == "calibrated" and not state.stale:
+                self.stdout.write(f"{kb.slug} is calibrated for the reranker now running; nothing to do.")
+                return
         try:
             rows = labelled_queries_read(options["queries"]) if options["queries"] else []
         except EvaluationError as exc:
