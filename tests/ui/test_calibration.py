@@ -40,6 +40,7 @@ def test_manager_calibrates_a_base_and_sees_the_guarantee_in_admin_and_insights(
     THEN the page shows the target, the guaranteed precision, the coverage, the evidence by source and a
     risk-coverage chart, and so does the console's insights; a calibration of another model is shown as
     not applying (uncalibrated)."""
+    FaqEntry.objects.filter(kb=demo_kb).update(similar_questions=[])  # only this test's phrasings count
     for external_id, phrasings in SIMILAR.items():
         FaqEntry.objects.filter(kb=demo_kb, external_id=external_id).update(similar_questions=phrasings)
     page = new_page(user=staff_user("knowledge manager", username="kim"), base_url=live_server.url)

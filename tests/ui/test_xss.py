@@ -276,7 +276,7 @@ def test_console_and_insights_show_hostile_tickets_as_text(
     # --- insights, with payloads in the address too ---------------------------------------------------
     hostile_window = urlencode({"kb": REFLECTED, "days": REFLECTED, "answered": REFLECTED})
     page.goto(f"{live_server.url}/console/insights/?{hostile_window}")
-    top_rows = page.locator("table.data tbody tr td:first-child")
+    top_rows = page.locator("#top-questions tbody tr td:first-child")
     expect(top_rows).to_have_count(10)  # the ten most asked, of eleven asked once each
     asked_texts = {question.text for question in questions.values()}
     shown_top = [text.strip() for text in top_rows.all_inner_texts()]
