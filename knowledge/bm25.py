@@ -28,7 +28,7 @@ QUESTION, SUMMARY, ANSWER = "A", "B", "D"
 # Chosen out of fold by bench/retrieval_choices.py (see the README).
 FIELD_WEIGHTS = {QUESTION: 1.0, SUMMARY: 1.0, "C": 0.0, ANSWER: 0.3}
 K1 = 1.2
-B = 0.75
+B = 0.5
 
 
 def search_vector_sql(*, question: str, similar_questions: list[str], summary: str, answer: str,
