@@ -33,7 +33,7 @@ class FaqEntryForm(forms.ModelForm):
     version = forms.IntegerField(widget=forms.HiddenInput, required=False)
     tags = forms.CharField(required=False, help_text="Comma-separated.")
     similar_questions = forms.CharField(
-        required=False, strip=False, widget=forms.Textarea(attrs={"rows": 5, "class": "vLargeTextField"}),  # as wide as the question
+        required=False, strip=False, widget=forms.Textarea(attrs={"rows": 5, "class": "vLargeTextField"}),
         help_text="Other ways customers ask this question, one per line (相似问).",
     )
     language = forms.ChoiceField(required=False, choices=[("", "—"), *services.LANGUAGE_CHOICES])
