@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from chat.calibration import Observation
-from chat.services.ask import faq_rerank_document
+from chat.services.ask import answer_order, faq_rerank_document
 from knowledge.models import KnowledgeBase
-from knowledge.selectors import Recall, faq_recall
+from knowledge.selectors import HeldOutPhrasing, Recall, faq_recall
 from rerank.batching import RerankRequest
 from rerank.services import rerank_score
 
@@ -29,6 +29,7 @@ class LabelledQuery:
     query: str
     relevant: frozenset[int]  # entry ids; empty = a no-answer question
     exclude: tuple[int, ...] = ()  # entries left out of recall for this ask
+    held_out: HeldOutPhrasing | None = None  # the entry's own phrasing this question is, left out of recall
     # Labelled with ids this base does not have: an answerable question we can only get wrong.
     unmatched: bool = False
 
@@ -37,8 +38,8 @@ class LabelledQuery:
 class Scored:
     query: LabelledQuery
     recall: Recall
-    reranked: list[int]  # entry ids, best first (the reranked candidates)
-    scores: list[float]  # their rerank scores, best first
+    reranked: list[int]  # entry ids in the order an answer shows them (the reranker's, where it reorders)
+    scores: list[float]  # their rerank scores, in that order
 
     def observation(self, *, top_n: int) -> Observation:
         top = self.scores[0] if self.scores else None
@@ -84,7 +85,7 @@ def queries_score(*, kb: KnowledgeBase, queries: Sequence[LabelledQuery], recall
     for start in range(0, len(queries), RERANK_BATCH):
         batch = queries[start:start + RERANK_BATCH]
         recalls = [faq_recall(kb=kb, query=item.query, recall_k=recall_k, limit=recall_limit,
-                              exclude_entry_ids=item.exclude) for item in batch]
+                              exclude_entry_ids=item.exclude, held_out=item.held_out) for item in batch]
         to_rerank = [recall.candidates[: kb.rerank_k] for recall in recalls]
         outcome = rerank_score(
             requests=[RerankRequest(query=item.query, documents=[faq_rerank_document(c.entry) for c in cands],
@@ -96,7 +97,7 @@ def queries_score(*, kb: KnowledgeBase, queries: Sequence[LabelledQuery], recall
             raise EvaluationError(f"The rerank worker did not answer ({outcome.reason}); is it running?")
         run.engine, run.model = outcome.engine, outcome.model
         for item, recall, cands, scores in zip(batch, recalls, to_rerank, outcome.scores, strict=True):
-            order = sorted(range(len(cands)), key=lambda index: -scores[index])
+            order = answer_order(scores, reorder=outcome.reorders(recall.language))
             run.scored.append(Scored(query=item, recall=recall, reranked=[cands[i].entry.pk for i in order],
                                      scores=[scores[i] for i in order]))
         if progress is not None:

@@ -67,13 +67,25 @@ def _with_excluded(filter_sql: tuple[str, list[Any]], exclude_entry_ids: Sequenc
     return f"{sql} AND e.id <> ALL(%s)", [*params, list(exclude_entry_ids)]
 
 
+@dataclass(frozen=True)
+class HeldOutPhrasing:
+    """One similar question of an entry, asked as a question with that phrasing left out of the index:
+    how calibration asks an entry's own phrasings without the phrasing matching itself. The entry keeps
+    its other phrasings; its full-text frequencies and length lose the phrasing's terms (the corpus
+    statistics keep them: one phrasing moves them by a fraction of one entry)."""
+
+    entry_id: int
+    number: int  # FaqEmbedding.phrasing: similar question ``number`` (1-based)
+    text: str
+
+
 def faq_entries_published(*, kb: KnowledgeBase) -> QuerySet[FaqEntry]:
     return FaqEntry.objects.filter(kb=kb, status=FaqStatus.PUBLISHED)
 
 
 def faq_vector_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None, exact: bool = False,
-    exclude_entry_ids: Sequence[int] = (),
+    exclude_entry_ids: Sequence[int] = (), held_out: HeldOutPhrasing | None = None,
 ) -> list[Hit]:
     """Published entries nearest to ``query`` by cosine similarity (HNSW unless ``exact``); an entry
     scores as its best-matching phrasing (its question, or one of its similar questions)."""
@@ -87,11 +99,13 @@ def faq_vector_search(
         "SELECT entry_id, max(similarity) AS best FROM ("
         f"SELECT m.entry_id, 1 - ({expression} <=> %s::vector({kb.embed_dimensions})) AS similarity "
         "FROM knowledge_faqembedding m JOIN knowledge_faqentry e ON e.id = m.entry_id "
-        "WHERE m.kb_id = %s AND m.model = %s AND m.dimensions = %s AND e.status = 'published'"
-        f"{filter_sql} ORDER BY {expression} <=> %s::vector({kb.embed_dimensions}) LIMIT %s"
+        "WHERE m.kb_id = %s AND m.model = %s AND m.dimensions = %s AND e.status = 'published' "
+        f"AND (m.entry_id, m.phrasing) <> (%s, %s){filter_sql} "
+        f"ORDER BY {expression} <=> %s::vector({kb.embed_dimensions}) LIMIT %s"
         ") nearest GROUP BY entry_id ORDER BY best DESC, entry_id LIMIT %s"
     )
-    params = [vector, kb.pk, kb.embed_model, kb.embed_dimensions, *filter_params, vector, rows_wanted, k]
+    held = (held_out.entry_id, held_out.number) if held_out else (0, 0)
+    params = [vector, kb.pk, kb.embed_model, kb.embed_dimensions, *held, *filter_params, vector, rows_wanted, k]
     with transaction.atomic(), connection.cursor() as cursor:
         # Filtered HNSW scans keep going until enough rows pass the filter (pgvector >= 0.8).
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
@@ -104,7 +118,7 @@ def faq_vector_search(
 
 def faq_fulltext_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None,
-    exclude_entry_ids: Sequence[int] = (),
+    exclude_entry_ids: Sequence[int] = (), held_out: HeldOutPhrasing | None = None,
 ) -> list[Hit]:
     """Published entries sharing terms with ``query``, ranked by BM25 (``knowledge.bm25``).
 
@@ -117,13 +131,22 @@ def faq_fulltext_search(
         "s AS (SELECT t.language, t.term, ln(1 + (c.entries - t.entries + 0.5) / (t.entries + 0.5)) AS idf, "
         "c.total_length / c.entries AS average_length FROM knowledge_faqtermstat t "
         "JOIN knowledge_faqcorpusstat c ON c.kb_id = t.kb_id AND c.language = t.language "
-        "WHERE t.kb_id = %s AND t.entries > 0 AND t.term IN (SELECT term FROM q)) "
-        "SELECT p.entry_id, sum(s.idf * p.frequency * (%s + 1) "
-        "/ (p.frequency + %s * (1 - %s + %s * p.entry_length / s.average_length))) AS score "
+        "WHERE t.kb_id = %s AND t.entries > 0 AND t.term IN (SELECT term FROM q)), "
+        # The held-out phrasing's weighted term counts, taken off its entry's postings (none: no rows).
+        "held AS (SELECT lexeme AS term, %s::float8 * cardinality(positions) AS frequency "
+        "FROM unnest(to_tsvector('english', %s))) "
+        "SELECT p.entry_id, sum(s.idf * f.frequency * (%s + 1) "
+        "/ (f.frequency + %s * (1 - %s + %s * f.entry_length / s.average_length))) AS score "
         "FROM s JOIN knowledge_faqposting p ON p.kb_id = %s AND p.language = s.language AND p.term = s.term "
-        f"{entries_join} GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s"
+        "LEFT JOIN held h ON p.entry_id = %s AND h.term = p.term "
+        "CROSS JOIN LATERAL (SELECT p.frequency - coalesce(h.frequency, 0) AS frequency, p.entry_length - "
+        "CASE WHEN p.entry_id = %s THEN (SELECT coalesce(sum(frequency), 0) FROM held) ELSE 0 END AS entry_length) f "
+        f"{entries_join} WHERE f.frequency > 0 GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s"
     )
-    params = [kb_text.segment(query), kb.pk, bm25.K1, bm25.K1, bm25.B, bm25.B, kb.pk, *filter_params, k]
+    held_id = held_out.entry_id if held_out else 0
+    params = [kb_text.segment(query), kb.pk, bm25.FIELD_WEIGHTS[bm25.QUESTION],
+              kb_text.segment(held_out.text) if held_out else "", bm25.K1, bm25.K1, bm25.B, bm25.B, kb.pk,
+              held_id, held_id, *filter_params, k]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [Hit(entry_id=row[0], score=float(row[1])) for row in cursor.fetchall()]
@@ -181,7 +204,7 @@ def query_language(query: str) -> str:
 
 def faq_recall(
     *, kb: KnowledgeBase, query: str, filters: SearchFilters | None = None, recall_k: int | None = None,
-    limit: int | None = None, exclude_entry_ids: Sequence[int] = (),
+    limit: int | None = None, exclude_entry_ids: Sequence[int] = (), held_out: HeldOutPhrasing | None = None,
 ) -> Recall:
     """Hybrid recall: HNSW top-k ∪ full-text top-k, fused with the method measured for the
     query's language, cut to ``limit`` (default: the knowledge base's rerank_k)."""
@@ -190,11 +213,12 @@ def faq_recall(
     k = recall_k or kb.recall_k
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    vector_hits = faq_vector_search(kb=kb, query=query, k=k, filters=filters, exclude_entry_ids=exclude_entry_ids)
+    vector_hits = faq_vector_search(kb=kb, query=query, k=k, filters=filters, exclude_entry_ids=exclude_entry_ids,
+                                    held_out=held_out)
     timings["vector"] = round((time.perf_counter() - started) * 1000, 2)
     started = time.perf_counter()
     fulltext_hits = faq_fulltext_search(kb=kb, query=query, k=k, filters=filters,
-                                        exclude_entry_ids=exclude_entry_ids)
+                                        exclude_entry_ids=exclude_entry_ids, held_out=held_out)
     timings["fulltext"] = round((time.perf_counter() - started) * 1000, 2)
     language = query_language(query)
     fused = fuse(vector_hits, fulltext_hits, language=language, limit=limit or kb.rerank_k)

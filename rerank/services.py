@@ -34,10 +34,15 @@ class RerankOutcome:
     scores: list[list[float]] = field(default_factory=list)
     engine: str = ""
     model: str = ""
+    reorders_in: frozenset[str] | None = None  # languages the engine's order is trusted in; None: all
     task_id: str = ""
     reason: str = ""
     batch_requests: int = 0  # requests that shared the engine call (micro-batching at work)
     total_tokens: int = 0
+
+    def reorders(self, language: str) -> bool:
+        """Whether candidates in ``language`` go in the order of these scores (else recall's)."""
+        return self.status == "ok" and (self.reorders_in is None or language in self.reorders_in)
 
 
 # Clock skew between the caller's and the worker's hosts that an expiry tolerates.
@@ -163,6 +168,7 @@ def _rerank_round_trip(
         return RerankOutcome(status="unavailable", task_id=result.id, reason=value)
     with contextlib.suppress(Exception):
         result.forget()  # the caller has it; don't keep it in Redis for CELERY_RESULT_EXPIRES
+    reorders_in = value.get("reorders_in")  # absent from a worker of an older release: it reorders
     return RerankOutcome(status="ok", scores=value["scores"], engine=value["engine"], model=value["model"],
-                         task_id=result.id, batch_requests=value["batch_requests"],
-                         total_tokens=value["total_tokens"])
+                         reorders_in=None if reorders_in is None else frozenset(reorders_in), task_id=result.id,
+                         batch_requests=value["batch_requests"], total_tokens=value["total_tokens"])

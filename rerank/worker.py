@@ -33,5 +33,7 @@ def rerank_requests(*, requests: list[dict[str, Any]]) -> dict[str, Any]:
     # Counted here, where the tokenizer lives; tokenizing is cheap next to scoring.
     tokens = sum(engine.count_tokens(r["query"], list(r["documents"]), instruction=r.get("instruction"))
                  for r in requests)
-    return {"engine": engine.name, "model": engine.model, "scores": [r.scores for r in results],
+    reorders_in = None if engine.reorders_in is None else sorted(engine.reorders_in)
+    return {"engine": engine.name, "model": engine.model, "reorders_in": reorders_in,
+            "scores": [r.scores for r in results],
             "batch_requests": max(r.batch_requests for r in results), "total_tokens": tokens}

@@ -124,13 +124,19 @@ def _entry_payload(candidate: Candidate, *, rank: int, rerank: float | None, que
     }
 
 
-def compose_answer(*, kb: KnowledgeBase, params: AskParams, candidates: list[Candidate], outcome: RerankOutcome,
-                   timings: dict[str, float]) -> dict[str, Any]:
+def answer_order(scores: list[float], *, reorder: bool) -> list[int]:
+    """Indexes of the candidates in the order an answer shows them: by score, or recall's as they came."""
+    return sorted(range(len(scores)), key=lambda index: -scores[index]) if reorder else list(range(len(scores)))
+
+
+def compose_answer(*, kb: KnowledgeBase, params: AskParams, language: str, candidates: list[Candidate],
+                   outcome: RerankOutcome, timings: dict[str, float]) -> dict[str, Any]:
     top_n = params.top_n or kb.top_n
+    reordered = outcome.reorders(language)
     if outcome.status == "ok" and candidates:
         scores = outcome.scores[0]
-        ranked = sorted(zip(candidates, scores, strict=True), key=lambda pair: -pair[1])
-        scored: list[tuple[Candidate, float | None]] = list(ranked)
+        scored: list[tuple[Candidate, float | None]] = [
+            (candidates[index], scores[index]) for index in answer_order(scores, reorder=reordered)]
     else:
         scored = [(candidate, None) for candidate in candidates]
     degraded = outcome.status != "ok" and bool(candidates)
@@ -155,6 +161,11 @@ def compose_answer(*, kb: KnowledgeBase, params: AskParams, candidates: list[Can
             "model": model,
             "status": "ok" if outcome.status == "ok" else ("skipped" if not candidates else "degraded"),
             **({"reason": outcome.reason} if outcome.status != "ok" and candidates else {}),
+            # Whose order the candidates are in: an engine that orders worse than recall in this
+            # language only scores (the decision), and the answer says so.
+            "order": "reranked" if reordered else "recall",
+            **({"order_reason": f"The {engine} reranker does not reorder {language} questions: its order was below "
+                                f"recall's out of fold."} if outcome.status == "ok" and not reordered else {}),
         },
         "thresholds": {"answer": thresholds.answer, "suggest": thresholds.suggest},
         # Whether the decision came from a calibrated threshold; a degraded answer's did not.
@@ -174,7 +185,8 @@ def _compute(kb: KnowledgeBase, params: AskParams) -> tuple[dict[str, Any], bool
                                                        instruction=params.instruction or kb.rerank_instruction)],
                                max_backlog=settings.KB_RERANK_MAX_BACKLOG, degrade_without_workers=True)
         timings["rerank"] = round((time.perf_counter() - started) * 1000, 2)
-    value = compose_answer(kb=kb, params=params, candidates=recall.candidates, outcome=outcome, timings=timings)
+    value = compose_answer(kb=kb, params=params, language=recall.language, candidates=recall.candidates,
+                           outcome=outcome, timings=timings)
     value["recall"] = {"language": recall.language, "fusion": recall.fusion}
     value["timings_ms"] = timings
     # A degraded answer is shared with identical in-flight asks but never cached: the next ask
@@ -319,7 +331,8 @@ def question_rerank_late(*, question_id: int) -> bool:
     )
     if outcome.status != "ok":
         return False
-    value = compose_answer(kb=kb, params=params, candidates=recall.candidates, outcome=outcome, timings={})
+    value = compose_answer(kb=kb, params=params, language=recall.language, candidates=recall.candidates,
+                           outcome=outcome, timings={})
     value["rerank"]["late"] = True
     updated = Question.objects.filter(pk=question_id, rerank_status="degraded").update(
         response=value, decision=value["decision"], rerank_status="ok",

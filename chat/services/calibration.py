@@ -6,7 +6,8 @@ Evidence comes from three sources, counted separately in the record:
   ``relevant_ids: []`` a no-answer question; optionally each answerable one is asked again with its
   relevant entries left out (a simulated no-answer question);
 * the base's own alternate phrasings (an entry's similar questions): asked with the entry present
-  they are answerable questions, with the entry left out no-answer questions;
+  (that phrasing itself left out of recall, or it would find itself) they are answerable questions,
+  with the entry left out no-answer questions;
 * reviewed console feedback (an agent marked the answer helpful or not, or picked an alternative).
   Customer thumbs are noisy and biased: they are counted for monitoring, never used.
 """
@@ -30,6 +31,7 @@ from chat.calibration import (
 from chat.evaluation import LabelledQuery, Scored, queries_score
 from chat.models import Feedback
 from knowledge.models import Calibration, FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.selectors import HeldOutPhrasing
 from knowledge.services import knowledge_base_calibration_record
 
 QUERIES = "queries"
@@ -81,10 +83,12 @@ def evidence_from_similar_questions(*, kb: KnowledgeBase) -> list[Evidence]:
     rows = (FaqEntry.objects.filter(kb=kb, status=FaqStatus.PUBLISHED).exclude(similar_questions=[])
             .values_list("pk", "similar_questions"))
     for entry_id, phrasings in rows:
-        for phrasing in phrasings:
+        for number, phrasing in enumerate(phrasings, start=1):
             if not phrasing.strip():
                 continue
-            evidence.append(Evidence(SIMILAR, LabelledQuery(query=phrasing, relevant=frozenset({entry_id}))))
+            held_out = HeldOutPhrasing(entry_id=entry_id, number=number, text=phrasing)
+            evidence.append(Evidence(SIMILAR, LabelledQuery(query=phrasing, relevant=frozenset({entry_id}),
+                                                            held_out=held_out)))
             evidence.append(Evidence(SIMILAR_LEFT_OUT, LabelledQuery(query=phrasing, relevant=frozenset(),
                                                                       exclude=(entry_id,))))
     return evidence

