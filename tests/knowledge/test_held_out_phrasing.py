@@ -61,7 +61,7 @@ def test_full_text_loses_the_phrasings_terms_and_only_for_its_entry(bases: tuple
 
 
 def test_full_text_keeps_what_the_entry_has_elsewhere(bases: tuple) -> None:
-    (full, entry), (without, other_entry) = bases
+    (full, entry), _ = bases
     held_out = HeldOutPhrasing(entry_id=entry, number=1, text=KEPT)
     query = "remember my password"
 
