@@ -131,6 +131,7 @@ def main() -> int:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    calibrating: subprocess.Popen[bytes] | None = None
     try:
         postgres = PostgresPart(VAR_DIR / "pgdata")
         stack.start_service(postgres)
@@ -166,11 +167,12 @@ def main() -> int:
         supervise_until_ready(stack, watcher)
         if demo and os.environ.get("KB_DEMO_CALIBRATE", "1") != "0":
             # Uncalibrated bases never auto-answer: calibrate the demo on its similar questions, for the
-            # reranker now running (once: a later start finds it calibrated). Not fatal: the stack
-            # serves, suggesting, without it.
-            log("calibrating the demo knowledge base on its similar questions (KB_DEMO_CALIBRATE=0 skips)")
-            subprocess.run([PYTHON, "manage.py", "kb_calibrate", "--kb", "demo", "--unless-calibrated"],
-                           cwd=BASE_DIR, env=env, check=False)
+            # reranker now running (once: a later start finds it calibrated). In the background, so the
+            # parts stay supervised meanwhile; not fatal: the stack serves, suggesting, without it.
+            log("calibrating the demo knowledge base on its similar questions in the background; until it is "
+                "done the demo suggests rather than answers (KB_DEMO_CALIBRATE=0 skips)")
+            calibrating = subprocess.Popen([PYTHON, "manage.py", "kb_calibrate", "--kb", "demo", "--unless-calibrated"],
+                                           cwd=BASE_DIR, env=env)
         log(f"web       {base}/")
         if demo:
             log(f"demo      {base}/demo/  (the chat widget on the demo knowledge base)")
@@ -180,6 +182,11 @@ def main() -> int:
         log(f"ready: kbservice is serving on {base} (logs in {shown(VAR_DIR / 'log')}; Ctrl-C stops everything)")
         while True:
             stack.check()
+            if calibrating is not None and calibrating.poll() is not None:
+                log("the demo knowledge base is calibrated" if calibrating.returncode == 0 else
+                    f"calibrating the demo failed (exit {calibrating.returncode}); it suggests until "
+                    "`manage.py kb_calibrate --kb demo` succeeds")
+                calibrating = None
             time.sleep(SUPERVISE_POLL)
     except KeyboardInterrupt:
         log("shutting down")
@@ -195,6 +202,9 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         watcher.stop()
+        if calibrating is not None:
+            calibrating.terminate()  # a calibration records itself at the end: cut short, it changes nothing
+            calibrating.wait()
         stack.stop()
         clear_services()
 
