@@ -1,0 +1,20 @@
+"""Reads of regression cases and of the checks that ran them."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from knowledge.models import CaseCheck, KnowledgeBase, RegressionCase
+
+
+def regression_cases_active(*, kb: KnowledgeBase) -> QuerySet[RegressionCase]:
+    return RegressionCase.objects.filter(kb=kb, retired_at__isnull=True).select_related("entry").order_by("pk")
+
+
+def case_checks_recent(*, kb: KnowledgeBase, limit: int = 50) -> QuerySet[CaseCheck]:
+    return CaseCheck.objects.filter(kb=kb, status=CaseCheck.Status.DONE).defer("results")[:limit]
+
+
+def case_checks_of_entry(*, entry_id: int, limit: int = 20) -> QuerySet[CaseCheck]:
+    """Checks of changes that touched the entry, newest first (its history)."""
+    return CaseCheck.objects.filter(entries__contains=[entry_id]).defer("results")[:limit]
