@@ -24,7 +24,7 @@ from chat.services.ask import decide, decision_thresholds
 from knowledge.cases.changes import FaqChange
 from knowledge.cases.selectors import regression_cases_active
 from knowledge.models import CaseCheck, CaseExpect, KnowledgeBase, RegressionCase
-from knowledge.services import Actor, faq_entries_embed
+from knowledge.services import Actor, faq_entries_embed, faq_revisions_checked
 
 FIXED, BROKEN, UNCHANGED = "fixed", "broken", "unchanged"
 PROGRESS_TTL = 3600
@@ -160,3 +160,31 @@ def case_check_summary(check: CaseCheck) -> dict[str, Any]:
         "created_at": timezone.localtime(check.created_at).isoformat() if check.created_at else None,
         "results": sorted(check.results, key=lambda row: (order[row["outcome"]], row["case"])),
     }
+
+
+class CasesBroken(Exception):
+    """The change would break regression cases; nothing was written."""
+
+    def __init__(self, check: CaseCheck) -> None:
+        super().__init__(f"This change would break {check.broken} regression case(s) of {check.kb.slug}; nothing "
+                         "was written. Send it again with force (and a reason) to write it anyway.")
+        self.check = check
+
+
+def faq_change_write_checked(
+    *, kb: KnowledgeBase, change: FaqChange, actor: Actor = None, force: bool = False, reason: str = "",
+    check: CaseCheck | None = None,
+) -> tuple[list[int], CaseCheck | None]:
+    """Check ``change`` against the cases (unless ``check`` already did), then write it. A change that
+    breaks a case raises CasesBroken unless ``force``; every revision written records the check and
+    any override (``RevisionCheck``). A base without cases is written unchecked."""
+    if check is None and regression_cases_active(kb=kb).exists():
+        check = faq_change_check(kb=kb, change=change, actor=actor)
+    if check is not None and check.broken and not force:
+        raise CasesBroken(check)
+    if check is None:
+        return change.apply(actor=actor), None
+    with faq_revisions_checked(check_id=check.pk, broken=check.broken, fixed=check.fixed,
+                               forced=force and check.broken > 0, reason=reason.strip()):
+        written = change.apply(actor=actor)
+    return written, check

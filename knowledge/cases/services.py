@@ -94,8 +94,10 @@ def regression_case_update(*, case_id: int, changes: CaseInput) -> RegressionCas
     return found
 
 
-def regression_case_retire(*, case_id: int) -> int:
-    return RegressionCase.objects.filter(pk=case_id, retired_at__isnull=True).update(retired_at=timezone.now())
+def regression_case_retire(*, kb: KnowledgeBase, case_id: int) -> bool:
+    """Retire an active case of ``kb``; False if it has none by that id."""
+    return bool(RegressionCase.objects.filter(pk=case_id, kb=kb, retired_at__isnull=True)
+                .update(retired_at=timezone.now()))
 
 
 @dataclass
