@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
+import reversion
 from celery import current_app
 from django import forms
 from django.contrib import admin, messages
@@ -20,8 +22,11 @@ from reversion_compare.admin import CompareVersionAdmin
 from reversion_compare.helpers import html_diff
 
 from knowledge import services
+from knowledge.cases.changes import FaqChange
+from knowledge.cases.selectors import regression_cases_active
+from knowledge.cases.services import regression_case_add, regression_case_clean
 from knowledge.charts import evidence_rows, risk_coverage_svg
-from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.models import CaseCheck, CaseExpect, CaseSource, FaqEntry, FaqStatus, KnowledgeBase
 from knowledge.resources import FaqEntryImportExportMixin
 from knowledge.selectors import knowledge_base_calibration_state, knowledge_base_embedding_status
 from knowledge.text_diff import sentence_diff_html
@@ -37,6 +42,16 @@ class FaqEntryForm(forms.ModelForm):
         help_text="Other ways customers ask this question, one per line (相似问).",
     )
     language = forms.ChoiceField(required=False, choices=[("", "—"), *services.LANGUAGE_CHOICES])
+    publish_anyway = forms.BooleanField(
+        required=False, label="Publish anyway",
+        help_text="Save although the regression check finds cases this change breaks.")
+    override_reason = forms.CharField(required=False, label="Reason", widget=forms.Textarea(attrs={"rows": 2}),
+                                      help_text="Why it is published anyway; recorded on the revision.")
+    # From the unanswered queue's "Create FAQ entry from this": kept as the new entry's regression case.
+    case_question = forms.CharField(required=False, widget=forms.HiddenInput, strip=False)
+    # Set by the admin per request: who the check runs for; and the check clean() ran.
+    editor: Any = None
+    case_check: CaseCheck | None = None
 
     class Meta:
         model = FaqEntry
@@ -68,11 +83,53 @@ class FaqEntryForm(forms.ModelForm):
         except ValidationError as error:
             for field, problems in error.message_dict.items():
                 self.add_error(field if field in self.fields else None, problems)
+        if not self.errors:
+            self._check_cases(cleaned)
         return cleaned
+
+    def change(self) -> FaqChange:
+        data = {field: self.cleaned_data.get(field) for field in services.EDITABLE_FIELDS}
+        if self.instance.pk:
+            return FaqChange(op="update", kb_id=self.instance.kb_id, entry_ids=(self.instance.pk,),
+                             expected_version=self.cleaned_data["version"], data=data,
+                             comment="Edited in admin")
+        return FaqChange(op="create", kb_id=self.cleaned_data["kb"].pk, data=data, comment="Created in admin")
+
+    def _check_cases(self, cleaned: dict[str, Any]) -> None:
+        """The regression check of this save, shown on the page; broken cases stop the save unless
+        "publish anyway" is ticked with a reason."""
+        from chat.services.checks import CheckUnavailable, faq_change_check  # chat composes the reranker
+
+        kb = self.instance.kb if self.instance.pk else cleaned.get("kb")
+        if kb is None or not regression_cases_active(kb=kb).exists():
+            return
+        anyway, reason = cleaned.get("publish_anyway"), (cleaned.get("override_reason") or "").strip()
+        if anyway and not reason:
+            self.add_error("override_reason", "Say why this is published although it breaks regression cases.")
+            return
+        try:
+            self.case_check = faq_change_check(kb=kb, change=self.change(), actor=self.editor)
+        except CheckUnavailable as error:
+            if not anyway:
+                self.add_error(None, f"The regression cases could not be checked ({error}). Tick “Publish anyway” "
+                                     "with a reason to save without the check.")
+            return
+        if self.case_check.broken and not anyway:
+            self.add_error(None, f"This change breaks {self.case_check.broken} regression case(s): see the check "
+                                 "below. Fix the entry, or tick “Publish anyway” and give a reason.")
 
     def _post_clean(self) -> None:
         # The model instance is built by the service, not by ModelForm (tags arrive as text).
         pass
+
+
+def _keep_check_note(described: str, entry: Any) -> Any:
+    """django-reversion replaces a revision's comment with the admin's change message: keep the
+    check's verdict (and any "published anyway" reason) the service added to it."""
+    if services.CHECK_NOTE in described:
+        reversion.set_comment(f"{entry.get_change_message()}{services.CHECK_NOTE}"
+                              f"{described.split(services.CHECK_NOTE, 1)[1]}")
+    return entry
 
 
 class TagFilter(admin.SimpleListFilter):
@@ -124,18 +181,55 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
         form = super().get_form(request, obj, change=change, **kwargs)
         if obj is not None:
             form.base_fields["version"].initial = obj.version
+        form.editor = request.user
         return form
 
     def save_model(self, request: HttpRequest, obj: FaqEntry, form: Any, change: bool) -> None:
-        data = {field: form.cleaned_data.get(field) for field in services.EDITABLE_FIELDS}
-        if change:
-            saved = services.faq_entry_update(entry_id=obj.pk, expected_version=form.cleaned_data["version"],
-                                              data=data, edited_by=request.user, comment="Edited in admin")
-        else:
-            saved = services.faq_entry_create(kb=form.cleaned_data["kb"], data=data, created_by=request.user,
-                                              comment="Created in admin")
+        check: CaseCheck | None = getattr(form, "case_check", None)
+        anyway = bool(form.cleaned_data.get("publish_anyway"))
+        reason = (form.cleaned_data.get("override_reason") or "").strip()
+        # The check ran in clean(); without one (no cases, or the check could not run) only an override is noted.
+        with services.faq_revisions_checked(
+                check_id=check.pk if check else None, broken=check.broken if check else 0,
+                fixed=check.fixed if check else 0, forced=anyway and (check is None or check.broken > 0),
+                reason=reason) if check or anyway else nullcontext():
+            written = form.change().apply(actor=request.user)
+        saved = FaqEntry.objects.get(pk=written[0])
+        if not change and form.cleaned_data.get("case_question"):
+            case = regression_case_clean(kb=saved.kb, question=form.cleaned_data["case_question"],
+                                         expect=CaseExpect.ANSWER, entry_id=saved.pk)
+            regression_case_add(kb=saved.kb, case=case, source=CaseSource.UNANSWERED_QUEUE,
+                                source_ref="unanswered queue", created_by=request.user)
+            messages.info(request, "The customers' question is kept as this entry's regression case.")
+        if check is not None:
+            messages.info(request, f"Regression check: {check.cases} cases, {check.fixed} fixed, {check.broken} broken"
+                                   f"{' (published anyway)' if check.broken else ''}.")
         for field in saved._meta.concrete_fields:  # the admin logs and redirects with `obj`
             setattr(obj, field.attname, getattr(saved, field.attname))
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        described = reversion.get_comment() if reversion.is_active() else ""
+        return _keep_check_note(described, super().log_change(request, obj, message))
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        described = reversion.get_comment() if reversion.is_active() else ""
+        return _keep_check_note(described, super().log_addition(request, obj, message))
+
+    def get_fieldsets(self, request: HttpRequest, obj: FaqEntry | None = None) -> Any:
+        fields = [name for name in self.get_fields(request, obj)
+                  if name not in ("publish_anyway", "override_reason", "case_question")]
+        return [(None, {"fields": [*fields, "case_question"]}),
+                ("Regression check", {"fields": ["publish_anyway", "override_reason"],
+                                      "description": "Every save is checked against the knowledge base's "
+                                                     "regression cases first."})]
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        from chat.services.checks import case_check_summary
+
+        adminform = context.get("adminform")
+        check = getattr(getattr(adminform, "form", None), "case_check", None)
+        context["case_check"] = case_check_summary(check) if check is not None else None
+        return super().render_change_form(request, context, *args, **kwargs)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         pass  # no relations are edited here; the service already wrote everything

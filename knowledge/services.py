@@ -293,6 +293,7 @@ def _enqueue_embedding(entry_ids: list[int]) -> None:
             return
 
 
+CHECK_NOTE = " — "  # separates a revision's comment from the case check's verdict
 # What the case check said about the writes inside ``faq_revisions_checked()`` (None outside it).
 _revision_check: ContextVar[dict[str, Any] | None] = ContextVar("revision_check", default=None)
 
@@ -317,7 +318,9 @@ def _revision_describe(*, user: User | None, comment: str) -> None:
     if check is not None:
         reversion.add_meta(RevisionCheck, **check)
         if check["forced"]:
-            comment = f"{comment} — published anyway, {check['broken']} case(s) broken: {check['reason']}"
+            comment = f"{comment}{CHECK_NOTE}published anyway, {check['broken']} case(s) broken: {check['reason']}"
+        elif check["check_run_id"] is not None:
+            comment = f"{comment}{CHECK_NOTE}case check: {check['fixed']} fixed, none broken"
     reversion.set_comment(comment)
 
 

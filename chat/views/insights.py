@@ -86,7 +86,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 def faq_add_url(group: selectors.QueueGroup) -> str:
     """The admin's add form, pre-filled (the admin reads initial values from the query string)."""
-    query = urlencode({"question": group.text, "kb": group.kb.pk, "language": group.language})
+    # case_question: the new entry gets the queued question as its regression case.
+    query = urlencode({"question": group.text, "kb": group.kb.pk, "language": group.language,
+                       "case_question": group.text})
     return f"{reverse('admin:knowledge_faqentry_add')}?{query}"
 
 

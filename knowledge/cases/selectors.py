@@ -18,3 +18,9 @@ def case_checks_recent(*, kb: KnowledgeBase, limit: int = 50) -> QuerySet[CaseCh
 def case_checks_of_entry(*, entry_id: int, limit: int = 20) -> QuerySet[CaseCheck]:
     """Checks of changes that touched the entry, newest first (its history)."""
     return CaseCheck.objects.filter(entries__contains=[entry_id]).defer("results")[:limit]
+
+
+def regression_case_keys(*, kb_id: int) -> set[tuple[str, int | None]]:
+    """(normalised question, entry) of the base's active cases: whether a question is already kept."""
+    active = RegressionCase.objects.filter(kb_id=kb_id, retired_at__isnull=True)
+    return set(active.values_list("normalized", "entry_id"))

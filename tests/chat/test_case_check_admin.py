@@ -1,0 +1,63 @@
+"""The admin's save page runs the regression check: broken cases stop the save until "publish anyway" with a
+reason, which the revision then records."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from reversion.models import Version
+
+from knowledge.models import FaqEntry, KnowledgeBase, RevisionCheck
+from tests.chat.test_case_checks import add_cases, entry
+from tests.conftest import WorkerProcess
+from tests.helpers import calibration_in_force
+from tests.knowledge.test_admin import _form
+
+pytestmark = pytest.mark.worker
+
+
+@pytest.fixture
+def checked(shop: KnowledgeBase, rerank_worker: WorkerProcess) -> KnowledgeBase:
+    calibration_in_force(shop, answer=0.3, suggest=0.05)
+    add_cases(shop)
+    return shop
+
+
+def test_a_breaking_save_shows_the_check_and_needs_publish_anyway_with_a_reason(
+    admin_client: Client, checked: KnowledgeBase
+) -> None:
+    refund = entry(checked, "refund")
+    url = f"/admin/knowledge/faqentry/{refund.pk}/change/"
+
+    refused = admin_client.post(url, _form(refund, status="archived"))
+
+    page = refused.content.decode()
+    assert refused.status_code == 200
+    assert "This change breaks 1 regression case(s)" in page
+    assert "Regression check: 4 cases — 1 broken, 0 fixed, 3 unchanged" in page and "✗ broken" in page
+    assert FaqEntry.objects.get(pk=refund.pk).status == "published"
+
+    no_reason = admin_client.post(url, _form(refund, status="archived", publish_anyway="on"))
+    assert "Say why this is published although it breaks regression cases." in no_reason.content.decode()
+    assert FaqEntry.objects.get(pk=refund.pk).status == "published"
+
+    saved = admin_client.post(url, _form(refund, status="archived", publish_anyway="on",
+                                         override_reason="replaced by the new refund policy page"))
+
+    assert saved.status_code == 302
+    assert FaqEntry.objects.get(pk=refund.pk).status == "archived"
+    latest = Version.objects.get_for_object(refund).first()
+    assert latest is not None
+    assert "published anyway, 1 case(s) broken: replaced by the new refund policy page" in latest.revision.comment
+    recorded = RevisionCheck.objects.get(revision=latest.revision)
+    assert (recorded.forced, recorded.broken, recorded.reason) == (True, 1, "replaced by the new refund policy page")
+
+
+def test_a_harmless_save_is_written_with_the_check_noted(admin_client: Client, checked: KnowledgeBase) -> None:
+    camera = entry(checked, "camera-crash")
+    saved = admin_client.post(f"/admin/knowledge/faqentry/{camera.pk}/change/", _form(camera, category="App"),
+                              follow=True)
+    assert "Regression check: 4 cases, 0 fixed, 0 broken." in saved.content.decode()
+    latest = Version.objects.get_for_object(camera).first()
+    assert latest is not None and "case check: 0 fixed, none broken" in latest.revision.comment
+    assert RevisionCheck.objects.get(revision=latest.revision).forced is False
