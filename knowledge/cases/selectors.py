@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db.models import QuerySet
 
 from knowledge.models import CaseCheck, KnowledgeBase, RegressionCase
@@ -11,8 +13,10 @@ def regression_cases_active(*, kb: KnowledgeBase) -> QuerySet[RegressionCase]:
     return RegressionCase.objects.filter(kb=kb, retired_at__isnull=True).select_related("entry").order_by("pk")
 
 
-def case_checks_recent(*, kb: KnowledgeBase, limit: int = 50) -> QuerySet[CaseCheck]:
-    return CaseCheck.objects.filter(kb=kb, status=CaseCheck.Status.DONE).defer("results")[:limit]
+def case_checks_recent(*, kb: KnowledgeBase, since: datetime | None = None, limit: int = 200) -> QuerySet[CaseCheck]:
+    """Finished checks and runs of ``kb``, newest first."""
+    checks = CaseCheck.objects.filter(kb=kb, status=CaseCheck.Status.DONE).defer("results")
+    return (checks.filter(created_at__gte=since) if since else checks)[:limit]
 
 
 def case_checks_of_entry(*, entry_id: int, limit: int = 20) -> QuerySet[CaseCheck]:
