@@ -10,13 +10,15 @@ answer cache is never read or written. While a check runs it holds the locks the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
+from reversion import revisions as reversion_revisions
 
 from chat.evaluation import EvaluationError, LabelledQuery, Scored, queries_score
 from chat.models import Decision
@@ -82,9 +84,21 @@ def cases_score(*, kb: KnowledgeBase, cases: Sequence[RegressionCase],
             for case, scored in zip(cases, run.scored, strict=True)]
 
 
+@contextmanager
+def _outside_any_revision() -> Iterator[None]:
+    """Writes inside join the revision an outer ``reversion.create_revision()`` collects (the admin
+    wraps its whole change view in one), and it would save them after the check rolled back: give
+    the check a revision stack of its own. (django-reversion has no public way to do this.)"""
+    token = reversion_revisions._stack.set([])
+    try:
+        yield
+    finally:
+        reversion_revisions._stack.reset(token)
+
+
 def _score_after(*, kb: KnowledgeBase, cases: Sequence[RegressionCase], apply: Callable[[], Iterable[int]],
                  progress: Callable[[int], None] | None) -> tuple[list[dict[str, Any]], list[int]]:
-    with transaction.atomic():
+    with _outside_any_revision(), transaction.atomic():
         touched = list(apply())
         faq_entries_embed(entry_ids=touched)  # synchronously: the worker would only see committed text
         changed = KnowledgeBase.objects.select_related("calibration").get(pk=kb.pk)
