@@ -8,6 +8,7 @@ from typing import Any
 import reversion
 from celery import current_app
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -49,9 +50,12 @@ class FaqEntryForm(forms.ModelForm):
                                       help_text="Why it is published anyway; recorded on the revision.")
     # From the unanswered queue's "Create FAQ entry from this": kept as the new entry's regression case.
     case_question = forms.CharField(required=False, widget=forms.HiddenInput, strip=False)
+    # A check queued in the background for this very change (large case sets): saved once it is done.
+    case_check_id = forms.IntegerField(required=False, widget=forms.HiddenInput)
     # Set by the admin per request: who the check runs for; and the check clean() ran.
     editor: Any = None
     case_check: CaseCheck | None = None
+    queued_check: CaseCheck | None = None
 
     class Meta:
         model = FaqEntry
@@ -98,14 +102,19 @@ class FaqEntryForm(forms.ModelForm):
     def _check_cases(self, cleaned: dict[str, Any]) -> None:
         """The regression check of this save, shown on the page; broken cases stop the save unless
         "publish anyway" is ticked with a reason."""
-        from chat.services.checks import CheckUnavailable, faq_change_check  # chat composes the reranker
+        # chat composes recall and the reranker; knowledge does not import it at load time.
+        from chat.services.checks import CheckUnavailable, case_check_queue, faq_change_check
 
         kb = self.instance.kb if self.instance.pk else cleaned.get("kb")
-        if kb is None or not regression_cases_active(kb=kb).exists():
+        cases = regression_cases_active(kb=kb).count() if kb is not None else 0
+        if kb is None or not cases:
             return
         anyway, reason = cleaned.get("publish_anyway"), (cleaned.get("override_reason") or "").strip()
         if anyway and not reason:
             self.add_error("override_reason", "Say why this is published although it breaks regression cases.")
+            return
+        if cases > settings.KB_CASES_BACKGROUND_AT:
+            self._check_in_background(kb=kb, queue=case_check_queue, anyway=bool(anyway))
             return
         try:
             self.case_check = faq_change_check(kb=kb, change=self.change(), actor=self.editor)
@@ -117,6 +126,27 @@ class FaqEntryForm(forms.ModelForm):
         if self.case_check.broken and not anyway:
             self.add_error(None, f"This change breaks {self.case_check.broken} regression case(s): see the check "
                                  "below. Fix the entry, or tick “Publish anyway” and give a reason.")
+
+    def _check_in_background(self, *, kb: KnowledgeBase, queue: Any, anyway: bool) -> None:
+        """Large case sets: the check runs in a Celery task; this form keeps its id, and the save goes
+        through once that check of this very change is done."""
+        change = self.change()
+        wanted = self.cleaned_data.get("case_check_id")
+        check = CaseCheck.objects.filter(pk=wanted, kb=kb, change=change.as_dict()).first() if wanted else None
+        if check is None or check.status == CaseCheck.Status.FAILED:
+            check = queue(kb=kb, change=change, actor=self.editor)
+            data: Any = self.data.copy()  # type: ignore[attr-defined]  # a QueryDict: re-rendered with the id
+            data["case_check_id"] = str(check.pk)
+            self.data = data
+        if check.status != CaseCheck.Status.DONE:
+            self.queued_check = check
+            self.add_error(None, f"The regression check of {check.cases} cases runs in the background (below); "
+                                 "save again once it is done.")
+            return
+        self.case_check = check
+        if check.broken and not anyway:
+            self.add_error(None, f"This change breaks {check.broken} regression case(s): see the check below. Fix "
+                                 "the entry, or tick “Publish anyway” and give a reason.")
 
     def _post_clean(self) -> None:
         # The model instance is built by the service, not by ModelForm (tags arrive as text).
@@ -217,8 +247,8 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: FaqEntry | None = None) -> Any:
         fields = [name for name in self.get_fields(request, obj)
-                  if name not in ("publish_anyway", "override_reason", "case_question")]
-        return [(None, {"fields": [*fields, "case_question"]}),
+                  if name not in ("publish_anyway", "override_reason", "case_question", "case_check_id")]
+        return [(None, {"fields": [*fields, "case_question", "case_check_id"]}),
                 ("Regression check", {"fields": ["publish_anyway", "override_reason"],
                                       "description": "Every save is checked against the knowledge base's "
                                                      "regression cases first."})]
@@ -226,13 +256,35 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
     def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         from chat.services.checks import case_check_summary
 
-        adminform = context.get("adminform")
-        check = getattr(getattr(adminform, "form", None), "case_check", None)
+        form = getattr(context.get("adminform"), "form", None)
+        check = getattr(form, "case_check", None)
         context["case_check"] = case_check_summary(check) if check is not None else None
+        queued = getattr(form, "queued_check", None)
+        if queued is not None:
+            context["queued_check_url"] = reverse("admin:knowledge_faqentry_case_check", args=[queued.pk])
         return super().render_change_form(request, context, *args, **kwargs)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         pass  # no relations are edited here; the service already wrote everything
+
+    def get_urls(self) -> list[Any]:
+        urls = [path("case-check/<int:check_id>/", self.admin_site.admin_view(self.case_check_view),
+                     name="knowledge_faqentry_case_check")]
+        return urls + super().get_urls()
+
+    def case_check_view(self, request: HttpRequest, check_id: int) -> HttpResponse:
+        """A background check's progress (the page reloads itself until it is done), then its result."""
+        from chat.services.checks import case_check_progress, case_check_summary
+
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        check = get_object_or_404(CaseCheck.objects.select_related("kb"), pk=check_id)
+        done = check.status in (CaseCheck.Status.DONE, CaseCheck.Status.FAILED)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "check": check, "done": done,
+                   "title": f"Regression check: {check.trigger}", "scored": case_check_progress(check=check),
+                   "to_score": 2 * check.cases,
+                   "case_check": case_check_summary(check) if check.status == CaseCheck.Status.DONE else None}
+        return TemplateResponse(request, "admin/knowledge/faqentry/case_check.html", context)
 
     def revision_view(self, request: HttpRequest, object_id: str, version_id: str,
                       extra_context: dict[str, Any] | None = None) -> HttpResponse:

@@ -9,6 +9,7 @@ answer cache is never read or written. While a check runs it holds the locks the
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from knowledge.cases.changes import FaqChange
 from knowledge.cases.selectors import regression_cases_active
 from knowledge.models import CaseCheck, CaseExpect, KnowledgeBase, RegressionCase
 from knowledge.services import Actor, faq_entries_embed, faq_revisions_checked
+
+logger = logging.getLogger(__name__)
 
 FIXED, BROKEN, UNCHANGED = "fixed", "broken", "unchanged"
 PROGRESS_TTL = 3600
@@ -202,3 +205,28 @@ def faq_change_write_checked(
                                forced=force and check.broken > 0, reason=reason.strip()):
         written = change.apply(actor=actor)
     return written, check
+
+
+def case_check_queue(*, kb: KnowledgeBase, change: FaqChange, actor: Actor = None) -> CaseCheck:
+    """Record a check of ``change`` and score it in a Celery task (sent after commit)."""
+    from chat.tasks import case_check_task
+
+    check = CaseCheck.objects.create(kb=kb, trigger=change.describe(), change=change.as_dict(),
+                                     entries=list(change.entry_ids), cases=regression_cases_active(kb=kb).count(),
+                                     created_by=actor if isinstance(actor, User) else None)
+    transaction.on_commit(lambda: case_check_task.delay(check_id=check.pk))
+    return check
+
+
+def case_check_run_queued(*, check_id: int) -> bool:
+    """Claimed with a conditional UPDATE: a redelivered task does not score the same check twice."""
+    if not CaseCheck.objects.filter(pk=check_id, status=CaseCheck.Status.QUEUED).update(
+            status=CaseCheck.Status.RUNNING):
+        return False
+    check = CaseCheck.objects.select_related("kb", "created_by").get(pk=check_id)
+    try:
+        faq_change_check(kb=check.kb, change=FaqChange.from_dict(check.change), actor=check.created_by, record=check)
+    except Exception as error:  # the change no longer applies (a conflict, a bad value) or no reranker answered
+        CaseCheck.objects.filter(pk=check_id).update(status=CaseCheck.Status.FAILED, error=str(error)[:2000])
+        logger.warning("case check %s failed: %s", check_id, error)
+    return True

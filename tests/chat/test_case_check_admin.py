@@ -3,14 +3,16 @@ reason, which the revision then records."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client
 from reversion.models import Version
 
-from knowledge.models import FaqEntry, KnowledgeBase, RevisionCheck
+from knowledge.models import CaseCheck, FaqEntry, KnowledgeBase, RevisionCheck
 from tests.chat.test_case_checks import add_cases, entry
 from tests.conftest import WorkerProcess
-from tests.helpers import calibration_in_force
+from tests.helpers import calibration_in_force, wait_until
 from tests.knowledge.test_admin import _form
 
 pytestmark = pytest.mark.worker
@@ -61,3 +63,31 @@ def test_a_harmless_save_is_written_with_the_check_noted(admin_client: Client, c
     latest = Version.objects.get_for_object(camera).first()
     assert latest is not None and "case check: 0 fixed, none broken" in latest.revision.comment
     assert RevisionCheck.objects.get(revision=latest.revision).forced is False
+
+
+def test_a_large_case_set_is_checked_in_the_background_and_the_save_then_uses_that_check(
+    admin_client: Client, checked: KnowledgeBase, cpu_worker: WorkerProcess, settings: Any
+) -> None:
+    """GIVEN more cases than KB_CASES_BACKGROUND_AT WHEN a manager saves THEN the check is queued to the
+    Celery worker, nothing is written, the progress page follows it, and saving again uses that check."""
+    settings.KB_CASES_BACKGROUND_AT = 2
+    refund = entry(checked, "refund")
+    url = f"/admin/knowledge/faqentry/{refund.pk}/change/"
+
+    queued = admin_client.post(url, _form(refund, category="Refunds"))
+
+    assert "runs in the background" in queued.content.decode()
+    check = CaseCheck.objects.get()
+    assert FaqEntry.objects.get(pk=refund.pk).category == ""
+    assert f'name="case_check_id" value="{check.pk}"' in queued.content.decode()
+    wait_until(lambda: CaseCheck.objects.get(pk=check.pk).status == CaseCheck.Status.DONE, timeout=300)
+    progress = admin_client.get(f"/admin/knowledge/faqentry/case-check/{check.pk}/").content.decode()
+    assert "Done in" in progress and "Regression check: 4 cases — 0 broken" in progress
+
+    saved = admin_client.post(url, _form(refund, category="Refunds", case_check_id=check.pk))
+
+    assert saved.status_code == 302
+    assert FaqEntry.objects.get(pk=refund.pk).category == "Refunds"
+    latest = Version.objects.get_for_object(refund).first()
+    assert latest is not None and RevisionCheck.objects.get(revision=latest.revision).check_run_id == check.pk
+    assert CaseCheck.objects.count() == 1  # the save used the background check, it did not run another
