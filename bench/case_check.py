@@ -4,9 +4,8 @@ Starts its own throwaway stack (bench/_stack.py) with one rerank worker, imports
 FAQ (../shared/eval/atec, read in place), adds up to 500 of its labelled queries as cases
 (`kb_cases import`, expect "suggest"), then for each size checks an edit of one entry (faq_change_check:
 the change applied in a rolled-back transaction) and, side by side in the same run, asks the same
-cases once the plain way (chat.evaluation.queries_score, what kb_eval does), with recall of the next
-batch overlapping the rerank of earlier ones (3 batches in flight, the default) and without (1).
-Prints seconds and cases/second; a check scores every case twice (before and after).
+cases once the plain way (chat.evaluation.queries_score, what kb_eval does). Prints seconds and
+cases/second; a check scores every case twice (before and after).
 
     .venv/bin/python bench/case_check.py [--sizes 100,500] [--entries 1500] [--seed 7]
 """
@@ -46,7 +45,6 @@ def main() -> None:
         stack.manage("kb_reembed", "--kb", "atec", "--missing")
         stack.spawn("rerank", [PYTHON, "-m", "celery", "-A", "kbservice", "worker", "-Q", "rerank", "-P", "threads",
                                "-c", "8", "--prefetch-multiplier", "1", "-n", "rerank-cases@%h", "-l", "INFO"])
-        from chat import evaluation
         from chat.evaluation import LabelledQuery, queries_score
         from chat.services.checks import faq_change_check
         from knowledge.cases.changes import FaqChange
@@ -61,8 +59,7 @@ def main() -> None:
         log(f"atec: {FaqEntry.objects.filter(kb=kb).count()} entries; rerank worker ready")
         queries_score(kb=kb, queries=[LabelledQuery(query=row["query"], relevant=frozenset()) for row in queries[:16]])
         edited = FaqEntry.objects.get(kb=kb, external_id=queries[0]["relevant_ids"][0])
-        print(f"{'cases':>6} {'check s':>8} {'cases/s':>8} {'plain s (3 in flight)':>22} {'plain s (1)':>12} "
-              f"{'1 / 3':>6}")
+        print(f"{'cases':>6} {'check s':>8} {'cases/s':>8} {'plain ask s':>12} {'check / plain':>14}")
         for size in sizes:
             RegressionCase.objects.filter(kb=kb).delete()
             cases_file = stack.run_dir / f"cases-{size}.jsonl"
@@ -75,17 +72,13 @@ def main() -> None:
             started = time.perf_counter()
             check = faq_change_check(kb=kb, change=change)
             checked = time.perf_counter() - started
-            plain = {}
-            for in_flight in (3, 1):
-                evaluation.RERANKS_IN_FLIGHT = in_flight
-                started = time.perf_counter()
-                queries_score(kb=kb, queries=[LabelledQuery(query=row["query"], relevant=frozenset())
-                                              for row in queries[:size]])
-                plain[in_flight] = time.perf_counter() - started
-            evaluation.RERANKS_IN_FLIGHT = 3
+            started = time.perf_counter()
+            queries_score(kb=kb, queries=[LabelledQuery(query=row["query"], relevant=frozenset())
+                                          for row in queries[:size]])
+            plain = time.perf_counter() - started
             assert check.cases == size
-            print(f"{size:>6} {checked:>8.1f} {size / checked:>8.1f} {plain[3]:>22.1f} {plain[1]:>12.1f} "
-                  f"{plain[1] / plain[3]:>6.2f}", flush=True)
+            print(f"{size:>6} {checked:>8.1f} {size / checked:>8.1f} {plain:>12.1f} {checked / plain:>14.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,12 +11,11 @@ from typing import Any
 from chat.calibration import Observation
 from chat.services.ask import faq_rerank_document
 from knowledge.models import KnowledgeBase
-from knowledge.selectors import Candidate, Recall, faq_recall
+from knowledge.selectors import Recall, faq_recall
 from rerank.batching import RerankRequest
-from rerank.services import RerankOutcome, rerank_score
+from rerank.services import rerank_score
 
 RERANK_BATCH = 8
-RERANKS_IN_FLIGHT = 3
 # Labelled evaluation is not a customer waiting: give the rerank worker all the time it needs.
 RERANK_WAIT = 600
 
@@ -82,18 +79,19 @@ def labelled_queries_read(path: Path, *, allow_no_answer: bool = True) -> list[d
 
 def queries_score(*, kb: KnowledgeBase, queries: Sequence[LabelledQuery], recall_k: int | None = None,
                   recall_limit: int | None = None, progress: Callable[[int], None] | None = None) -> ScoredRun:
-    """Recall and rerank every query as an ask does (the base's rerank_k candidates, its instruction).
-
-    Recall runs here (on this thread's database connection, so inside the caller's transaction)
-    while the rerank worker scores earlier batches: up to RERANKS_IN_FLIGHT batches wait on it at
-    once, which its micro-batcher then scores together."""
+    """Recall and rerank every query as an ask does (the base's rerank_k candidates, its instruction)."""
     run = ScoredRun()
-    in_flight: deque[tuple[Sequence[LabelledQuery], list[Recall], list[list[Candidate]], Future[RerankOutcome]]] = \
-        deque()
-
-    def collect() -> None:
-        batch, recalls, to_rerank, future = in_flight.popleft()
-        outcome = future.result()
+    for start in range(0, len(queries), RERANK_BATCH):
+        batch = queries[start:start + RERANK_BATCH]
+        recalls = [faq_recall(kb=kb, query=item.query, recall_k=recall_k, limit=recall_limit,
+                              exclude_entry_ids=item.exclude) for item in batch]
+        to_rerank = [recall.candidates[: kb.rerank_k] for recall in recalls]
+        outcome = rerank_score(
+            requests=[RerankRequest(query=item.query, documents=[faq_rerank_document(c.entry) for c in cands],
+                                    instruction=kb.rerank_instruction)
+                      for item, cands in zip(batch, to_rerank, strict=True)],
+            timeout=RERANK_WAIT,
+        )
         if outcome.status != "ok":
             raise EvaluationError(f"The rerank worker did not answer ({outcome.reason}); is it running?")
         run.engine, run.model = outcome.engine, outcome.model
@@ -103,20 +101,4 @@ def queries_score(*, kb: KnowledgeBase, queries: Sequence[LabelledQuery], recall
                                      scores=[scores[i] for i in order]))
         if progress is not None:
             progress(len(batch))
-
-    with ThreadPoolExecutor(max_workers=RERANKS_IN_FLIGHT) as pool:
-        for start in range(0, len(queries), RERANK_BATCH):
-            batch = queries[start:start + RERANK_BATCH]
-            recalls = [faq_recall(kb=kb, query=item.query, recall_k=recall_k, limit=recall_limit,
-                                  exclude_entry_ids=item.exclude) for item in batch]
-            to_rerank = [recall.candidates[: kb.rerank_k] for recall in recalls]
-            requests = [RerankRequest(query=item.query, documents=[faq_rerank_document(c.entry) for c in cands],
-                                      instruction=kb.rerank_instruction)
-                        for item, cands in zip(batch, to_rerank, strict=True)]
-            in_flight.append((batch, recalls, to_rerank, pool.submit(rerank_score, requests=requests,
-                                                                     timeout=RERANK_WAIT)))
-            if len(in_flight) >= RERANKS_IN_FLIGHT:
-                collect()
-        while in_flight:
-            collect()
     return run

@@ -25,9 +25,14 @@ from reversion_compare.helpers import html_diff
 from knowledge import services
 from knowledge.cases.changes import FaqChange
 from knowledge.cases.selectors import regression_cases_active
-from knowledge.cases.services import regression_case_add, regression_case_clean
+from knowledge.cases.services import (
+    regression_case_add,
+    regression_case_clean,
+    regression_case_retire,
+    regression_case_update,
+)
 from knowledge.charts import evidence_rows, risk_coverage_svg
-from knowledge.models import CaseCheck, CaseExpect, CaseSource, FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.models import CaseCheck, CaseExpect, CaseSource, FaqEntry, FaqStatus, KnowledgeBase, RegressionCase
 from knowledge.resources import FaqEntryImportExportMixin
 from knowledge.selectors import knowledge_base_calibration_state, knowledge_base_embedding_status
 from knowledge.text_diff import sentence_diff_html
@@ -414,3 +419,61 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
             setattr(created, field, form.cleaned_data[field])
         created.save()
         obj.pk = created.pk
+
+
+class RegressionCaseForm(forms.ModelForm):
+    class Meta:
+        model = RegressionCase
+        fields = ["kb", "question", "expect", "entry", "note"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        kb = self.instance.kb if self.instance.pk else cleaned.get("kb")
+        if kb is not None:
+            entry = cleaned.get("entry")
+            try:
+                self.case = regression_case_clean(kb=kb, question=cleaned.get("question") or "",
+                                                  expect=cleaned.get("expect"), entry_id=entry.pk if entry else None,
+                                                  note=cleaned.get("note") or "")
+            except ValidationError as error:
+                for field, problems in error.message_dict.items():
+                    self.add_error(field if field in self.fields else None, problems)
+        return cleaned
+
+    def _post_clean(self) -> None:
+        pass  # written by the case services, not by ModelForm
+
+
+@admin.register(RegressionCase)
+class RegressionCaseAdmin(admin.ModelAdmin):
+    form = RegressionCaseForm
+    list_display = ("question", "expect", "entry", "kb", "source", "occurrences", "created_by", "created_at")
+    list_filter = ("kb", "expect", "source", ("retired_at", admin.EmptyFieldListFilter))
+    search_fields = ("question", "note")
+    list_select_related = ("kb", "entry", "created_by")
+    raw_id_fields = ("entry",)
+    readonly_fields = ("source", "source_ref", "occurrences", "created_by", "created_at", "retired_at")
+    actions = ("retire",)
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: RegressionCase | None = None) -> tuple[str, ...]:
+        return (*self.readonly_fields, "kb") if obj else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: RegressionCase | None = None) -> bool:
+        return False  # retired, not deleted: the checks that ran it keep naming it
+
+    def save_model(self, request: HttpRequest, obj: RegressionCase, form: Any, change: bool) -> None:
+        if change:
+            saved = regression_case_update(case_id=obj.pk, changes=form.case)
+        else:
+            saved, _ = regression_case_add(kb=form.cleaned_data["kb"], case=form.case, source=CaseSource.ADMIN,
+                                           created_by=request.user)
+        obj.pk = saved.pk
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass
+
+    @admin.action(description="Retire selected cases")
+    def retire(self, request: HttpRequest, queryset: QuerySet[RegressionCase]) -> None:
+        count = sum(regression_case_retire(kb=case.kb, case_id=case.pk) for case in queryset.select_related("kb"))
+        messages.success(request, f"Retired {count} cases.")

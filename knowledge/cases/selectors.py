@@ -19,10 +19,6 @@ def case_checks_recent(*, kb: KnowledgeBase, since: datetime | None = None, limi
     return (checks.filter(created_at__gte=since) if since else checks)[:limit]
 
 
-def case_checks_of_entry(*, entry_id: int, limit: int = 20) -> QuerySet[CaseCheck]:
-    """Checks of changes that touched the entry, newest first (its history)."""
-    return CaseCheck.objects.filter(entries__contains=[entry_id]).defer("results")[:limit]
-
 
 def regression_case_keys(*, kb_id: int) -> set[tuple[str, int | None]]:
     """(normalised question, entry) of the base's active cases: whether a question is already kept."""

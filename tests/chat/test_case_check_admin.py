@@ -9,7 +9,8 @@ import pytest
 from django.test import Client
 from reversion.models import Version
 
-from knowledge.models import CaseCheck, FaqEntry, KnowledgeBase, RevisionCheck
+from knowledge.models import CaseCheck, FaqEntry, KnowledgeBase, RegressionCase, RevisionCheck
+from tests.chat.conftest import make_kb
 from tests.chat.test_case_checks import add_cases, entry
 from tests.conftest import WorkerProcess
 from tests.helpers import calibration_in_force, wait_until
@@ -91,3 +92,29 @@ def test_a_large_case_set_is_checked_in_the_background_and_the_save_then_uses_th
     latest = Version.objects.get_for_object(refund).first()
     assert latest is not None and RevisionCheck.objects.get(revision=latest.revision).check_run_id == check.pk
     assert CaseCheck.objects.count() == 1  # the save used the background check, it did not run another
+
+
+def test_cases_are_added_edited_and_retired_by_hand_in_the_admin(admin_client: Client, shop: KnowledgeBase) -> None:
+    refund, address = entry(shop, "refund"), entry(shop, "address")
+    other = make_kb("other", [{"external_id": "x", "question": "别的问题", "answer": "别的答案"}])
+    url = "/admin/knowledge/regressioncase/add/"
+    form = {"kb": shop.pk, "question": "退款多久到账", "expect": "answer", "entry": refund.pk, "note": "by hand"}
+
+    for bad, field_error in (({"entry": FaqEntry.objects.get(kb=other).pk}, "no entry"),
+                             ({"question": "  "}, "This field is required"),
+                             ({"expect": "no_answer"}, "a no_answer case names no entry")):
+        refused = admin_client.post(url, {**form, **bad})
+        assert refused.status_code == 200 and field_error in refused.content.decode(), bad
+    assert not RegressionCase.objects.exists()
+
+    assert admin_client.post(url, form).status_code == 302
+    case = RegressionCase.objects.get()
+    assert (case.source, case.entry_id, case.created_by.username) == ("admin", refund.pk, "admin")  # type: ignore[union-attr]
+    edited = admin_client.post(f"/admin/knowledge/regressioncase/{case.pk}/change/",
+                               {"question": "退款多久到账", "expect": "suggest", "entry": address.pk, "note": ""})
+    assert edited.status_code == 302
+    case.refresh_from_db()
+    assert (case.expect, case.entry_id) == ("suggest", address.pk)
+    admin_client.post("/admin/knowledge/regressioncase/", {"action": "retire", "_selected_action": [case.pk]})
+    case.refresh_from_db()
+    assert case.retired_at is not None
