@@ -3,13 +3,17 @@ worker, with the change rolled back afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import reversion
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 from reversion.models import Revision, Version
 
@@ -115,3 +119,22 @@ def test_a_change_that_fixes_a_case_reports_it_fixed(checked_shop: KnowledgeBase
     assert [row["question"] for row in fixed] == ["相机一打开就闪退"], check.results[-1]
     assert check.broken == 0
     assert FaqEntry.objects.get(pk=camera.pk).summary == "Android camera permission crash"
+
+
+@pytest.mark.worker
+def test_an_import_preview_includes_the_check_and_writes_nothing(
+    checked_shop: KnowledgeBase, tmp_file: Callable[[str, bytes], Path]
+) -> None:
+    refund = entry(checked_shop, "refund")
+    rows = [{"external_id": "refund", "question": refund.question, "answer": refund.answer, "summary": refund.summary,
+             "status": "archived"},
+            {"external_id": "invoice", "question": "怎么开发票？", "answer": "在订单详情页申请电子发票。"}]
+    path = tmp_file("faq.jsonl", "\n".join(json.dumps(row, ensure_ascii=False) for row in rows).encode())
+    before = snapshot(checked_shop)
+    out = StringIO()
+    call_command("kb_import", str(path), "--kb", "shop", "--dry-run", stdout=out, stderr=StringIO())
+    text = out.getvalue()
+    assert "Regression check: 4 cases — 1 broken, 0 fixed, 3 unchanged." in text, text
+    assert "BROKEN: 退款要几天才能到账 (expected answer" in text
+    assert snapshot(checked_shop) == before
+    assert not FaqEntry.objects.filter(external_id="invoice").exists()
