@@ -318,15 +318,38 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
 
     @admin.action(description="Publish selected entries")
     def publish(self, request: HttpRequest, queryset: QuerySet[FaqEntry]) -> None:
-        count = services.faq_entries_set_status(entry_ids=queryset.values_list("pk", flat=True),
-                                                status=FaqStatus.PUBLISHED, edited_by=request.user)
-        messages.success(request, f"Published {count} entries.")
+        self._set_status_checked(request, queryset, FaqStatus.PUBLISHED, "Published")
 
     @admin.action(description="Archive selected entries")
     def archive(self, request: HttpRequest, queryset: QuerySet[FaqEntry]) -> None:
-        count = services.faq_entries_set_status(entry_ids=queryset.values_list("pk", flat=True),
-                                                status=FaqStatus.ARCHIVED, edited_by=request.user)
-        messages.success(request, f"Archived {count} entries.")
+        self._set_status_checked(request, queryset, FaqStatus.ARCHIVED, "Archived")
+
+    def _set_status_checked(self, request: HttpRequest, queryset: QuerySet[FaqEntry], status: str, done: str) -> None:
+        """Bulk status changes are checked per knowledge base; one that breaks cases is not written (an
+        override, with its reason, is given entry by entry on the entry's page)."""
+        from chat.services.checks import CasesBroken, CheckUnavailable, faq_change_write_checked
+
+        by_kb: dict[int, list[int]] = {}
+        for entry_id, kb_id in queryset.values_list("pk", "kb_id"):
+            by_kb.setdefault(kb_id, []).append(entry_id)
+        changed = 0
+        for kb in KnowledgeBase.objects.filter(pk__in=by_kb):
+            change = FaqChange(op="set_status", kb_id=kb.pk, entry_ids=tuple(by_kb[kb.pk]), status=status)
+            try:
+                written, _ = faq_change_write_checked(kb=kb, change=change, actor=request.user)
+            except CasesBroken as broken:
+                questions = "; ".join(row["question"][:60] for row in broken.check.results
+                                      if row["outcome"] == "broken")
+                messages.error(request, f"{kb.slug}: nothing changed, it would break {broken.check.broken} "
+                                        f"regression case(s): {questions}. Change those entries one by one "
+                                        "(“Publish anyway” with a reason) if it is intended.")
+                continue
+            except CheckUnavailable as error:
+                messages.error(request, f"{kb.slug}: nothing changed, the regression cases could not be checked "
+                                        f"({error}).")
+                continue
+            changed += len(written)
+        messages.success(request, f"{done} {changed} entries.")
 
 
 # Sent by name: the calibration runs in the chat app (it composes recall, the reranker and feedback),

@@ -118,3 +118,18 @@ def test_cases_are_added_edited_and_retired_by_hand_in_the_admin(admin_client: C
     admin_client.post("/admin/knowledge/regressioncase/", {"action": "retire", "_selected_action": [case.pk]})
     case.refresh_from_db()
     assert case.retired_at is not None
+
+
+def test_a_bulk_archive_that_breaks_a_case_changes_nothing(admin_client: Client, checked: KnowledgeBase) -> None:
+    refund, camera = entry(checked, "refund"), entry(checked, "camera-crash")
+    refused = admin_client.post("/admin/knowledge/faqentry/", {"action": "archive",
+                                                               "_selected_action": [refund.pk, camera.pk]}, follow=True)
+    said = [str(message) for message in refused.context["messages"]]
+    refusal = "shop: nothing changed, it would break 1 regression case(s): 退款要几天才能到账"
+    assert any(refusal in message for message in said), said
+    assert set(FaqEntry.objects.filter(pk__in=[refund.pk, camera.pk]).values_list("status", flat=True)) == {"published"}
+
+    archived = admin_client.post("/admin/knowledge/faqentry/", {"action": "archive", "_selected_action": [camera.pk]},
+                                 follow=True)
+    assert "Archived 1 entries." in archived.content.decode()
+    assert FaqEntry.objects.get(pk=camera.pk).status == "archived"
