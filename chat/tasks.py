@@ -44,3 +44,11 @@ def webhook_deliver_task(self: Any, *, delivery_id: int) -> bool:
             webhooks.webhook_delivery_give_up(delivery_id=delivery_id)
             return False
         raise self.retry(exc=exc, countdown=settings.KB_WEBHOOK_RETRY_SECONDS * 2 ** self.request.retries) from exc
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def case_check_task(*, check_id: int) -> bool:
+    """A queued case check (a large case set): scored here, the page follows its progress."""
+    from chat.services.checks import case_check_run_queued
+
+    return case_check_run_queued(check_id=check_id)

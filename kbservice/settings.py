@@ -286,6 +286,8 @@ KB_RERANK_WORKER_HEARTBEAT = env_int("KB_RERANK_WORKER_HEARTBEAT", 2, minimum=1)
 KB_RERANK_CACHE_DIR = Path(env_str("KB_RERANK_CACHE_DIR", str(VAR_DIR / "cache")))
 # --- Calibration (chat.services.calibration): scheduled re-calibration once this many new reviewed
 # console feedback items have accumulated since a base's calibration, checked every so many hours.
+# Past this many regression cases the admin's check of a save runs in a Celery task and the page follows it.
+KB_CASES_BACKGROUND_AT = env_int("KB_CASES_BACKGROUND_AT", 200, minimum=0)
 KB_CALIBRATION_MIN_NEW_FEEDBACK = env_int("KB_CALIBRATION_MIN_NEW_FEEDBACK", 20, minimum=1)
 KB_CALIBRATION_CHECK_HOURS = env_float("KB_CALIBRATION_CHECK_HOURS", 6.0, minimum=0.01)
 CELERY_BEAT_SCHEDULE = {

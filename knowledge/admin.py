@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
+import reversion
 from celery import current_app
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -20,8 +23,16 @@ from reversion_compare.admin import CompareVersionAdmin
 from reversion_compare.helpers import html_diff
 
 from knowledge import services
+from knowledge.cases.changes import FaqChange
+from knowledge.cases.selectors import regression_cases_active
+from knowledge.cases.services import (
+    regression_case_add,
+    regression_case_clean,
+    regression_case_retire,
+    regression_case_update,
+)
 from knowledge.charts import evidence_rows, risk_coverage_svg
-from knowledge.models import FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.models import CaseCheck, CaseExpect, CaseSource, FaqEntry, FaqStatus, KnowledgeBase, RegressionCase
 from knowledge.resources import FaqEntryImportExportMixin
 from knowledge.selectors import knowledge_base_calibration_state, knowledge_base_embedding_status
 from knowledge.text_diff import sentence_diff_html
@@ -37,6 +48,19 @@ class FaqEntryForm(forms.ModelForm):
         help_text="Other ways customers ask this question, one per line (相似问).",
     )
     language = forms.ChoiceField(required=False, choices=[("", "—"), *services.LANGUAGE_CHOICES])
+    publish_anyway = forms.BooleanField(
+        required=False, label="Publish anyway",
+        help_text="Save although the regression check finds cases this change breaks.")
+    override_reason = forms.CharField(required=False, label="Reason", widget=forms.Textarea(attrs={"rows": 2}),
+                                      help_text="Why it is published anyway; recorded on the revision.")
+    # From the unanswered queue's "Create FAQ entry from this": kept as the new entry's regression case.
+    case_question = forms.CharField(required=False, widget=forms.HiddenInput, strip=False)
+    # A check queued in the background for this very change (large case sets): saved once it is done.
+    case_check_id = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    # Set by the admin per request: who the check runs for; and the check clean() ran.
+    editor: Any = None
+    case_check: CaseCheck | None = None
+    queued_check: CaseCheck | None = None
 
     class Meta:
         model = FaqEntry
@@ -68,11 +92,79 @@ class FaqEntryForm(forms.ModelForm):
         except ValidationError as error:
             for field, problems in error.message_dict.items():
                 self.add_error(field if field in self.fields else None, problems)
+        if not self.errors:
+            self._check_cases(cleaned)
         return cleaned
+
+    def change(self) -> FaqChange:
+        data = {field: self.cleaned_data.get(field) for field in services.EDITABLE_FIELDS}
+        if self.instance.pk:
+            return FaqChange(op="update", kb_id=self.instance.kb_id, entry_ids=(self.instance.pk,),
+                             expected_version=self.cleaned_data["version"], data=data,
+                             comment="Edited in admin")
+        return FaqChange(op="create", kb_id=self.cleaned_data["kb"].pk, data=data, comment="Created in admin")
+
+    def _check_cases(self, cleaned: dict[str, Any]) -> None:
+        """The regression check of this save, shown on the page; broken cases stop the save unless
+        "publish anyway" is ticked with a reason."""
+        # chat composes recall and the reranker; knowledge does not import it at load time.
+        from chat.services.checks import CheckUnavailable, case_check_queue, faq_change_check
+
+        kb = self.instance.kb if self.instance.pk else cleaned.get("kb")
+        cases = regression_cases_active(kb=kb).count() if kb is not None else 0
+        if kb is None or not cases:
+            return
+        anyway, reason = cleaned.get("publish_anyway"), (cleaned.get("override_reason") or "").strip()
+        if anyway and not reason:
+            self.add_error("override_reason", "Say why this is published although it breaks regression cases.")
+            return
+        if cases > settings.KB_CASES_BACKGROUND_AT:
+            self._check_in_background(kb=kb, queue=case_check_queue, anyway=bool(anyway))
+            return
+        try:
+            self.case_check = faq_change_check(kb=kb, change=self.change(), actor=self.editor)
+        except CheckUnavailable as error:
+            if not anyway:
+                self.add_error(None, f"The regression cases could not be checked ({error}). Tick “Publish anyway” "
+                                     "with a reason to save without the check.")
+            return
+        if self.case_check.broken and not anyway:
+            self.add_error(None, f"This change breaks {self.case_check.broken} regression case(s): see the check "
+                                 "below. Fix the entry, or tick “Publish anyway” and give a reason.")
+
+    def _check_in_background(self, *, kb: KnowledgeBase, queue: Any, anyway: bool) -> None:
+        """Large case sets: the check runs in a Celery task; this form keeps its id, and the save goes
+        through once that check of this very change is done."""
+        change = self.change()
+        wanted = self.cleaned_data.get("case_check_id")
+        check = CaseCheck.objects.filter(pk=wanted, kb=kb, change=change.as_dict()).first() if wanted else None
+        if check is None or check.status == CaseCheck.Status.FAILED:
+            check = queue(kb=kb, change=change, actor=self.editor)
+            data: Any = self.data.copy()  # type: ignore[attr-defined]  # a QueryDict: re-rendered with the id
+            data["case_check_id"] = str(check.pk)
+            self.data = data
+        if check.status != CaseCheck.Status.DONE:
+            self.queued_check = check
+            self.add_error(None, f"The regression check of {check.cases} cases runs in the background (below); "
+                                 "save again once it is done.")
+            return
+        self.case_check = check
+        if check.broken and not anyway:
+            self.add_error(None, f"This change breaks {check.broken} regression case(s): see the check below. Fix "
+                                 "the entry, or tick “Publish anyway” and give a reason.")
 
     def _post_clean(self) -> None:
         # The model instance is built by the service, not by ModelForm (tags arrive as text).
         pass
+
+
+def _keep_check_note(described: str, entry: Any) -> Any:
+    """django-reversion replaces a revision's comment with the admin's change message: keep the
+    check's verdict (and any "published anyway" reason) the service added to it."""
+    if services.CHECK_NOTE in described:
+        reversion.set_comment(f"{entry.get_change_message()}{services.CHECK_NOTE}"
+                              f"{described.split(services.CHECK_NOTE, 1)[1]}")
+    return entry
 
 
 class TagFilter(admin.SimpleListFilter):
@@ -124,21 +216,80 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
         form = super().get_form(request, obj, change=change, **kwargs)
         if obj is not None:
             form.base_fields["version"].initial = obj.version
+        form.editor = request.user
         return form
 
     def save_model(self, request: HttpRequest, obj: FaqEntry, form: Any, change: bool) -> None:
-        data = {field: form.cleaned_data.get(field) for field in services.EDITABLE_FIELDS}
-        if change:
-            saved = services.faq_entry_update(entry_id=obj.pk, expected_version=form.cleaned_data["version"],
-                                              data=data, edited_by=request.user, comment="Edited in admin")
-        else:
-            saved = services.faq_entry_create(kb=form.cleaned_data["kb"], data=data, created_by=request.user,
-                                              comment="Created in admin")
+        check: CaseCheck | None = getattr(form, "case_check", None)
+        anyway = bool(form.cleaned_data.get("publish_anyway"))
+        reason = (form.cleaned_data.get("override_reason") or "").strip()
+        # The check ran in clean(); without one (no cases, or the check could not run) only an override is noted.
+        with services.faq_revisions_checked(
+                check_id=check.pk if check else None, broken=check.broken if check else 0,
+                fixed=check.fixed if check else 0, forced=anyway and (check is None or check.broken > 0),
+                reason=reason) if check or anyway else nullcontext():
+            written = form.change().apply(actor=request.user)
+        saved = FaqEntry.objects.get(pk=written[0])
+        if not change and form.cleaned_data.get("case_question"):
+            case = regression_case_clean(kb=saved.kb, question=form.cleaned_data["case_question"],
+                                         expect=CaseExpect.ANSWER, entry_id=saved.pk)
+            regression_case_add(kb=saved.kb, case=case, source=CaseSource.UNANSWERED_QUEUE,
+                                source_ref="unanswered queue", created_by=request.user)
+            messages.info(request, "The customers' question is kept as this entry's regression case.")
+        if check is not None:
+            messages.info(request, f"Regression check: {check.cases} cases, {check.fixed} fixed, {check.broken} broken"
+                                   f"{' (published anyway)' if check.broken else ''}.")
         for field in saved._meta.concrete_fields:  # the admin logs and redirects with `obj`
             setattr(obj, field.attname, getattr(saved, field.attname))
 
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        described = reversion.get_comment() if reversion.is_active() else ""
+        return _keep_check_note(described, super().log_change(request, obj, message))
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        described = reversion.get_comment() if reversion.is_active() else ""
+        return _keep_check_note(described, super().log_addition(request, obj, message))
+
+    def get_fieldsets(self, request: HttpRequest, obj: FaqEntry | None = None) -> Any:
+        fields = [name for name in self.get_fields(request, obj)
+                  if name not in ("publish_anyway", "override_reason", "case_question", "case_check_id")]
+        return [(None, {"fields": [*fields, "case_question", "case_check_id"]}),
+                ("Regression check", {"fields": ["publish_anyway", "override_reason"],
+                                      "description": "Every save is checked against the knowledge base's "
+                                                     "regression cases first."})]
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        from chat.services.checks import case_check_summary
+
+        form = getattr(context.get("adminform"), "form", None)
+        check = getattr(form, "case_check", None)
+        context["case_check"] = case_check_summary(check) if check is not None else None
+        queued = getattr(form, "queued_check", None)
+        if queued is not None:
+            context["queued_check_url"] = reverse("admin:knowledge_faqentry_case_check", args=[queued.pk])
+        return super().render_change_form(request, context, *args, **kwargs)
+
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         pass  # no relations are edited here; the service already wrote everything
+
+    def get_urls(self) -> list[Any]:
+        urls = [path("case-check/<int:check_id>/", self.admin_site.admin_view(self.case_check_view),
+                     name="knowledge_faqentry_case_check")]
+        return urls + super().get_urls()
+
+    def case_check_view(self, request: HttpRequest, check_id: int) -> HttpResponse:
+        """A background check's progress (the page reloads itself until it is done), then its result."""
+        from chat.services.checks import case_check_progress, case_check_summary
+
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        check = get_object_or_404(CaseCheck.objects.select_related("kb"), pk=check_id)
+        done = check.status in (CaseCheck.Status.DONE, CaseCheck.Status.FAILED)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "check": check, "done": done,
+                   "title": f"Regression check: {check.trigger}", "scored": case_check_progress(check=check),
+                   "to_score": 2 * check.cases,
+                   "case_check": case_check_summary(check) if check.status == CaseCheck.Status.DONE else None}
+        return TemplateResponse(request, "admin/knowledge/faqentry/case_check.html", context)
 
     def revision_view(self, request: HttpRequest, object_id: str, version_id: str,
                       extra_context: dict[str, Any] | None = None) -> HttpResponse:
@@ -167,15 +318,38 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
 
     @admin.action(description="Publish selected entries")
     def publish(self, request: HttpRequest, queryset: QuerySet[FaqEntry]) -> None:
-        count = services.faq_entries_set_status(entry_ids=queryset.values_list("pk", flat=True),
-                                                status=FaqStatus.PUBLISHED, edited_by=request.user)
-        messages.success(request, f"Published {count} entries.")
+        self._set_status_checked(request, queryset, FaqStatus.PUBLISHED, "Published")
 
     @admin.action(description="Archive selected entries")
     def archive(self, request: HttpRequest, queryset: QuerySet[FaqEntry]) -> None:
-        count = services.faq_entries_set_status(entry_ids=queryset.values_list("pk", flat=True),
-                                                status=FaqStatus.ARCHIVED, edited_by=request.user)
-        messages.success(request, f"Archived {count} entries.")
+        self._set_status_checked(request, queryset, FaqStatus.ARCHIVED, "Archived")
+
+    def _set_status_checked(self, request: HttpRequest, queryset: QuerySet[FaqEntry], status: str, done: str) -> None:
+        """Bulk status changes are checked per knowledge base; one that breaks cases is not written (an
+        override, with its reason, is given entry by entry on the entry's page)."""
+        from chat.services.checks import CasesBroken, CheckUnavailable, faq_change_write_checked
+
+        by_kb: dict[int, list[int]] = {}
+        for entry_id, kb_id in queryset.values_list("pk", "kb_id"):
+            by_kb.setdefault(kb_id, []).append(entry_id)
+        changed = 0
+        for kb in KnowledgeBase.objects.filter(pk__in=by_kb):
+            change = FaqChange(op="set_status", kb_id=kb.pk, entry_ids=tuple(by_kb[kb.pk]), status=status)
+            try:
+                written, _ = faq_change_write_checked(kb=kb, change=change, actor=request.user)
+            except CasesBroken as broken:
+                questions = "; ".join(row["question"][:60] for row in broken.check.results
+                                      if row["outcome"] == "broken")
+                messages.error(request, f"{kb.slug}: nothing changed, it would break {broken.check.broken} "
+                                        f"regression case(s): {questions}. Change those entries one by one "
+                                        "(“Publish anyway” with a reason) if it is intended.")
+                continue
+            except CheckUnavailable as error:
+                messages.error(request, f"{kb.slug}: nothing changed, the regression cases could not be checked "
+                                        f"({error}).")
+                continue
+            changed += len(written)
+        messages.success(request, f"{done} {changed} entries.")
 
 
 # Sent by name: the calibration runs in the chat app (it composes recall, the reranker and feedback),
@@ -268,3 +442,61 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
             setattr(created, field, form.cleaned_data[field])
         created.save()
         obj.pk = created.pk
+
+
+class RegressionCaseForm(forms.ModelForm):
+    class Meta:
+        model = RegressionCase
+        fields = ["kb", "question", "expect", "entry", "note"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        kb = self.instance.kb if self.instance.pk else cleaned.get("kb")
+        if kb is not None:
+            entry = cleaned.get("entry")
+            try:
+                self.case = regression_case_clean(kb=kb, question=cleaned.get("question") or "",
+                                                  expect=cleaned.get("expect"), entry_id=entry.pk if entry else None,
+                                                  note=cleaned.get("note") or "")
+            except ValidationError as error:
+                for field, problems in error.message_dict.items():
+                    self.add_error(field if field in self.fields else None, problems)
+        return cleaned
+
+    def _post_clean(self) -> None:
+        pass  # written by the case services, not by ModelForm
+
+
+@admin.register(RegressionCase)
+class RegressionCaseAdmin(admin.ModelAdmin):
+    form = RegressionCaseForm
+    list_display = ("question", "expect", "entry", "kb", "source", "occurrences", "created_by", "created_at")
+    list_filter = ("kb", "expect", "source", ("retired_at", admin.EmptyFieldListFilter))
+    search_fields = ("question", "note")
+    list_select_related = ("kb", "entry", "created_by")
+    raw_id_fields = ("entry",)
+    readonly_fields = ("source", "source_ref", "occurrences", "created_by", "created_at", "retired_at")
+    actions = ("retire",)
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: RegressionCase | None = None) -> tuple[str, ...]:
+        return (*self.readonly_fields, "kb") if obj else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: RegressionCase | None = None) -> bool:
+        return False  # retired, not deleted: the checks that ran it keep naming it
+
+    def save_model(self, request: HttpRequest, obj: RegressionCase, form: Any, change: bool) -> None:
+        if change:
+            saved = regression_case_update(case_id=obj.pk, changes=form.case)
+        else:
+            saved, _ = regression_case_add(kb=form.cleaned_data["kb"], case=form.case, source=CaseSource.ADMIN,
+                                           created_by=request.user)
+        obj.pk = saved.pk
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        pass
+
+    @admin.action(description="Retire selected cases")
+    def retire(self, request: HttpRequest, queryset: QuerySet[RegressionCase]) -> None:
+        count = sum(regression_case_retire(kb=case.kb, case_id=case.pk) for case in queryset.select_related("kb"))
+        messages.success(request, f"Retired {count} cases.")

@@ -217,3 +217,107 @@ class Calibration(models.Model):
 
     def applies_to(self, *, engine: str, model: str, embed_model: str) -> bool:
         return (self.engine, self.model, self.embed_model) == (engine, model, embed_model)
+
+
+class CaseExpect(models.TextChoices):
+    ANSWER = "answer", "Auto-answered with the entry"
+    SUGGEST = "suggest", "The entry among the suggestions"
+    NO_ANSWER = "no_answer", "Not auto-answered"
+
+
+class CaseSource(models.TextChoices):
+    CONSOLE_FEEDBACK = "console_feedback", "Console: answer marked not helpful"
+    CONSOLE_RESOLVED = "console_resolved", "Console: handed-off ticket resolved with an entry"
+    UNANSWERED_QUEUE = "unanswered_queue", "Unanswered queue"
+    ADMIN = "admin", "Admin"
+    IMPORT = "import", "Imported file"
+    API = "api", "API"
+
+
+class RegressionCase(models.Model):
+    """A question the knowledge base must keep handling as expected: every change is checked
+    against the base's cases before it goes live (``chat.services.checks``)."""
+
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="cases")
+    question = models.TextField()
+    # Near-identical wordings of one expectation are one case (knowledge.importing.normalize_question).
+    normalized = models.TextField(editable=False)
+    expect = models.CharField(max_length=16, choices=CaseExpect.choices)
+    # The entry expected (answer, suggest); none for no_answer. Entries are archived, not deleted.
+    entry = models.ForeignKey(FaqEntry, null=True, blank=True, on_delete=models.CASCADE, related_name="cases")
+    source = models.CharField(max_length=32, choices=CaseSource.choices)
+    source_ref = models.CharField(max_length=200, blank=True, help_text="The ticket, question or file it came from.")
+    note = models.TextField(blank=True)
+    # How many times the same case was added again (merged into this one).
+    occurrences = models.PositiveIntegerField(default=1)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["kb", "normalized", "expect", "entry"], nulls_distinct=False,
+                                    name="regression_case_unique"),
+            models.CheckConstraint(condition=models.Q(expect="no_answer", entry__isnull=True)
+                                   | (~models.Q(expect="no_answer") & models.Q(entry__isnull=False)),
+                                   name="regression_case_entry_matches_expect"),
+        ]
+        indexes = [models.Index(fields=["kb", "retired_at"], name="regression_case_kb_active")]
+
+    def __str__(self) -> str:
+        return f"{self.question[:60]} → {self.expect}"
+
+
+class CaseCheck(models.Model):
+    """One run of a knowledge base's cases: as it is (a run), or before and after a change (a check)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="case_checks")
+    trigger = models.CharField(max_length=200, help_text="What was checked, e.g. “edit of entry 12”.")
+    # The change checked, as chat.services.checks.FaqChange.as_dict(); {} for a run of the base as it is.
+    change = models.JSONField(default=dict, blank=True)
+    entries = ArrayField(models.BigIntegerField(), default=list, blank=True, help_text="Entries the change touches.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    cases = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0, help_text="Case scorings done (progress).")
+    passed_before = models.PositiveIntegerField(default=0)
+    passed_after = models.PositiveIntegerField(default=0)
+    fixed = models.PositiveIntegerField(default=0)
+    broken = models.PositiveIntegerField(default=0)
+    # [{"case", "question", "expect", "entry", "before": {...}, "after": {...}, "outcome"}]
+    results = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["kb", "-created_at"], name="case_check_kb_time")]
+
+    def __str__(self) -> str:
+        return f"Check of {self.kb_id}: {self.trigger}"
+
+
+class RevisionCheck(models.Model):
+    """What the case check said about the change a revision records, and any override of it
+    (attached to the revision with ``reversion.add_meta``)."""
+
+    revision = models.OneToOneField("reversion.Revision", on_delete=models.CASCADE, related_name="case_check")
+    check_run = models.ForeignKey(CaseCheck, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    broken = models.PositiveIntegerField(default=0)
+    fixed = models.PositiveIntegerField(default=0)
+    forced = models.BooleanField(default=False, help_text="Written although it broke cases.")
+    reason = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"Check of revision {self.revision_id}"

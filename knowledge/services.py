@@ -19,7 +19,7 @@ from reversion.models import Version
 from knowledge import bm25
 from knowledge import text as kb_text
 from knowledge.embedding import default_model_name, get_embedder
-from knowledge.models import Calibration, FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase
+from knowledge.models import Calibration, FaqEmbedding, FaqEntry, FaqStatus, KnowledgeBase, RevisionCheck
 from knowledge.vector_index import ensure_vector_index
 
 logger = logging.getLogger(__name__)
@@ -293,6 +293,37 @@ def _enqueue_embedding(entry_ids: list[int]) -> None:
             return
 
 
+CHECK_NOTE = " — "  # separates a revision's comment from the case check's verdict
+# What the case check said about the writes inside ``faq_revisions_checked()`` (None outside it).
+_revision_check: ContextVar[dict[str, Any] | None] = ContextVar("revision_check", default=None)
+
+
+@contextmanager
+def faq_revisions_checked(*, check_id: int | None, broken: int, fixed: int, forced: bool,
+                          reason: str = "") -> Iterator[None]:
+    """Record on every revision written inside the block what the case check found and whether it
+    was overridden (``RevisionCheck``), so an entry's history shows who published anyway and why."""
+    token = _revision_check.set({"check_run_id": check_id, "broken": broken, "fixed": fixed, "forced": forced,
+                                 "reason": reason})
+    try:
+        yield
+    finally:
+        _revision_check.reset(token)
+
+
+def _revision_describe(*, user: User | None, comment: str) -> None:
+    """Inside a ``reversion.create_revision()`` block: who, why, and the case check's verdict."""
+    reversion.set_user(user)
+    check = _revision_check.get()
+    if check is not None:
+        reversion.add_meta(RevisionCheck, **check)
+        if check["forced"]:
+            comment = f"{comment}{CHECK_NOTE}published anyway, {check['broken']} case(s) broken: {check['reason']}"
+        elif check["check_run_id"] is not None:
+            comment = f"{comment}{CHECK_NOTE}case check: {check['fixed']} fixed, none broken"
+    reversion.set_comment(comment)
+
+
 @transaction.atomic
 def faq_entry_create(
     *, kb: KnowledgeBase, data: dict[str, Any], created_by: Actor = None,
@@ -303,8 +334,7 @@ def faq_entry_create(
     with reversion.create_revision():
         with _external_id_unique():
             entry = FaqEntry.objects.create(kb=kb, created_by=user, updated_by=user, **cleaned)
-        reversion.set_user(user)
-        reversion.set_comment(comment)
+        _revision_describe(user=user, comment=comment)
     _faq_entry_reindex(entry)
     return entry
 
@@ -334,8 +364,7 @@ def faq_entry_update(
     with reversion.create_revision():
         with _external_id_unique():
             entry.save()
-        reversion.set_user(user)
-        reversion.set_comment(comment)
+        _revision_describe(user=user, comment=comment)
     _faq_entry_reindex(entry)
     return entry
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from knowledge.apis import entries, kbs
+from knowledge.apis import cases, entries, kbs
 
 urlpatterns = [
     path("kbs", kbs.KnowledgeBaseListApi.as_view(), name="kb-list"),
@@ -12,4 +12,7 @@ urlpatterns = [
          name="kb-entry-revisions"),
     path("kbs/<slug:slug>/entries/<int:entry_id>/rollback", entries.FaqEntryRollbackApi.as_view(),
          name="kb-entry-rollback"),
+    path("kbs/<slug:slug>/entries/<int:entry_id>/check", entries.FaqEntryCheckApi.as_view(), name="kb-entry-check"),
+    path("kbs/<slug:slug>/cases", cases.RegressionCaseListApi.as_view(), name="kb-case-list"),
+    path("kbs/<slug:slug>/cases/<int:case_id>", cases.RegressionCaseDetailApi.as_view(), name="kb-case-detail"),
 ]

@@ -11,7 +11,8 @@ from django.core.exceptions import ValidationError
 from chat.models import Feedback, Message, Question, Ticket
 from chat.services.messages import agent_message_send
 from chat.services.tickets import feedback_create, ticket_hand_off, ticket_resolve
-from knowledge.models import FaqEntry
+from knowledge.cases.services import regression_case_add, regression_case_clean
+from knowledge.models import CaseExpect, CaseSource, FaqEntry, RegressionCase
 
 
 def _top_entry_id(question: Question) -> int | None:
@@ -67,3 +68,30 @@ def agent_ticket_resolve(*, ticket: Ticket, agent: Any) -> Ticket:
 
 def agent_ticket_hand_off(*, ticket: Ticket, agent: Any) -> Ticket:
     return ticket_hand_off(ticket=ticket, via=Message.Via.CONSOLE, by=agent)
+
+
+def case_candidates(*, question: Question) -> dict[int, str]:
+    """Entries the agent said answer this question: a better alternative picked (the top answer was not
+    helpful), or an entry's answer sent on its ticket. Entry id → its question."""
+    chosen = {f.chosen_entry.pk: f.chosen_entry.question for f in question.feedback.all()
+              if f.source == Feedback.Source.AGENT and f.helpful is False and f.chosen_entry is not None}
+    sent = {m.entry.pk: m.entry.question for m in question.ticket.messages.all()
+            if m.entry is not None and m.author_id is not None}
+    return {**sent, **chosen}
+
+
+def agent_case_keep(*, question: Question, agent: Any, entry_id: int) -> RegressionCase:
+    """One click, "keep this as a check": the question as the customer asked it must from now on be
+    answered with the entry the agent chose for it."""
+    candidates = case_candidates(question=question)
+    if entry_id not in candidates:
+        raise ValidationError({"entry": ["keep an entry you picked or sent for this question"]})
+    picked = any(f.chosen_entry_id == entry_id and f.helpful is False for f in question.feedback.all())
+    case = regression_case_clean(kb=question.ticket.kb, question=question.text, expect=CaseExpect.ANSWER,
+                                 entry_id=entry_id,
+                                 note=f"Kept by {getattr(agent, 'username', 'an agent')} in the console")
+    kept, _ = regression_case_add(
+        kb=question.ticket.kb, case=case, created_by=agent,
+        source=CaseSource.CONSOLE_FEEDBACK if picked else CaseSource.CONSOLE_RESOLVED,
+        source_ref=f"ticket {question.ticket.public_id}, question {question.pk}")
+    return kept

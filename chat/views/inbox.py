@@ -16,6 +16,8 @@ from chat.models import Decision, Question, Scope, Ticket
 from chat.services import console
 from chat.services.messages import ticket_assign, ticket_unassign
 from chat.views.access import console_view, render_console
+from knowledge.cases.selectors import regression_case_keys
+from knowledge.importing import normalize_question
 
 STATUS_TABS = [("attention", "Needs attention"), ("handed_off", "Handed off"), ("open", "Open"),
                ("resolved", "Resolved"), ("all", "All")]
@@ -50,8 +52,15 @@ def ticket(request: HttpRequest, public_id: str) -> HttpResponse:
     # Errors of a question's last action, shown in that question's panel (see question_act).
     errors = {question.pk: request.session.pop(f"question-error-{question.pk}", "")
               for question in found.questions.all()}
+    # Entries the agent picked or sent for each question, and whether each is kept as a check already.
+    kept = regression_case_keys(kb_id=found.kb_id)
+    cases = {question.pk: [{"entry": entry_id, "question": text,
+                            "kept": (normalize_question(question.text), entry_id) in kept}
+                           for entry_id, text in console.case_candidates(question=question).items()]
+             for question in found.questions.all()}
     return render_console(request, "chat/console/ticket.html", {
-        "ticket": found, "errors": errors, "can_edit_entries": request.user.has_perm("knowledge.change_faqentry"),
+        "ticket": found, "errors": errors, "cases": cases,
+        "can_edit_entries": request.user.has_perm("knowledge.change_faqentry"),
         "open": found.status != Ticket.Status.RESOLVED, "conversation": ticket_conversation(ticket=found),
         "reply_draft": request.session.pop(f"reply-draft-{found.pk}", ""),
         "reply_error": request.session.pop(f"reply-error-{found.pk}", ""),
@@ -86,6 +95,8 @@ def question_act(request: HttpRequest, public_id: str, question_id: int) -> Http
             console.agent_alternative_pick(question=question, agent=agent, entry_id=_entry_id(request))
         elif action == "copy":
             console.agent_answer_copy(question=question, agent=agent, entry_id=_entry_id(request))
+        elif action == "keep_case":
+            console.agent_case_keep(question=question, agent=agent, entry_id=_entry_id(request))
         elif action == "send":
             console.agent_entry_send(question=question, agent=agent, entry_id=_entry_id(request),
                                      reply=request.POST.get("reply", ""))

@@ -13,6 +13,7 @@ from django.utils import timezone
 from chat import selectors
 from chat.models import Scope
 from chat.views.access import console_view, render_console
+from knowledge.cases.selectors import case_checks_recent, regression_cases_active
 from knowledge.charts import evidence_rows, risk_coverage_svg
 from knowledge.models import KnowledgeBase
 from knowledge.selectors import knowledge_base_calibration_state
@@ -57,6 +58,17 @@ def _calibrations(kbs: list[KnowledgeBase]) -> list[dict[str, Any]]:
     return panels
 
 
+def _regression(kbs: list[KnowledgeBase], since: datetime) -> list[dict[str, Any]]:
+    """Per base: its cases, and its checks in the window (pass rate after each, oldest first)."""
+    panels = []
+    for kb in kbs:
+        checks = list(case_checks_recent(kb=kb, since=since))[::-1]
+        panels.append({"kb": kb, "cases": regression_cases_active(kb=kb).count(), "checks": checks[-20:],
+                       "pass_rates": [_rate(check.passed_after, check.cases) for check in checks],
+                       "latest": checks[-1] if checks else None})
+    return [panel for panel in panels if panel["cases"] or panel["checks"]]
+
+
 @console_view(Scope.ANALYTICS)
 def dashboard(request: HttpRequest) -> HttpResponse:
     window = _window(request)
@@ -81,12 +93,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "top": selectors.top_questions(kb=kb, since=since),
         "queue_size": len(selectors.unanswered_queue(kb=kb, since=since, merge_similar=False)),
         "calibrations": _calibrations([kb] if kb else window["kbs"]),
+        "regression": _regression([kb] if kb else window["kbs"], since),
     })
 
 
 def faq_add_url(group: selectors.QueueGroup) -> str:
     """The admin's add form, pre-filled (the admin reads initial values from the query string)."""
-    query = urlencode({"question": group.text, "kb": group.kb.pk, "language": group.language})
+    # case_question: the new entry gets the queued question as its regression case.
+    query = urlencode({"question": group.text, "kb": group.kb.pk, "language": group.language,
+                       "case_question": group.text})
     return f"{reverse('admin:knowledge_faqentry_add')}?{query}"
 
 

@@ -6,6 +6,9 @@ services, in one transaction). Any row error means nothing is written and the re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.db import transaction
 
 from knowledge.importing.planning import (
@@ -41,10 +44,15 @@ __all__ = [
 ]
 
 
+# Scores the regression cases around a trial write (chat.services.checks composes the reranker, which
+# this app does not talk to): given the write, returns the check's summary.
+Checker = Callable[[Callable[[], list[int]]], dict[str, Any]]
+
+
 def faq_entries_import(
     *, kb: KnowledgeBase, content: bytes, filename: str = "", file_format: str = "auto",
     default_language: str = "", dry_run: bool = False, user: Actor = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, checker: Checker | None = None,
 ) -> ImportReport:
     """Import (or with ``dry_run`` only preview) a file of FAQ entries into ``kb``."""
     try:
@@ -55,14 +63,15 @@ def faq_entries_import(
         report.errors.append(str(error))
         return report
     return faq_entries_import_parsed(kb=kb, parsed=parsed, source=filename or "-", default_language=default_language,
-                                     dry_run=dry_run, user=user, progress=progress)
+                                     dry_run=dry_run, user=user, progress=progress, checker=checker)
 
 
 def faq_entries_import_parsed(
     *, kb: KnowledgeBase, parsed: ParsedFile, source: str, default_language: str = "", dry_run: bool = False,
-    user: Actor = None, progress: Progress | None = None,
+    user: Actor = None, progress: Progress | None = None, checker: Checker | None = None,
 ) -> ImportReport:
-    """Plan, and unless ``dry_run`` write, the rows of an already read file.
+    """Plan, and unless ``dry_run`` write, the rows of an already read file. A dry run given a
+    ``checker`` also reports the regression check of writing the rows (written, scored, rolled back).
 
     The write runs in one transaction holding ``kb``'s row lock (``SELECT … FOR UPDATE``), taken
     before planning so that what was planned is what gets written; a dry run takes no lock."""
@@ -76,6 +85,17 @@ def faq_entries_import_parsed(
         planned = plan_rows(kb=kb, parsed=parsed, default_language=default_language, warnings=report.warnings,
                             progress=progress)
         report.rows = [item.report for item in planned]
+        if checker is not None and report.ok and any(row.action in (RowAction.CREATE, RowAction.UPDATE)
+                                                     for row in report.rows):
+            def write() -> list[int]:
+                apply_rows(kb=kb, planned=planned, label=parsed.number_label, user=user,
+                           comment=f"Imported from {source}", progress=no_progress)
+                return [row.entry_id for row in report.rows if row.entry_id is not None
+                        and row.action in (RowAction.CREATE, RowAction.UPDATE)]
+            report.check = checker(write)
+            for row in report.rows:
+                if row.action == RowAction.CREATE:
+                    row.entry_id = None  # the trial write was rolled back
         return report
     try:
         with transaction.atomic():

@@ -49,6 +49,8 @@ class ImportReport:
     errors: list[str] = field(default_factory=list)  # about the whole file or the write: nothing written
     warnings: list[str] = field(default_factory=list)
     written: bool = False
+    # The regression check of the import, for a dry run given a checker (chat.services.checks.case_check_summary).
+    check: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,6 +86,13 @@ class ImportReport:
     def render_text(self, *, limit: int = 50) -> str:
         """Summary, problems, and a table of every bad row plus up to ``limit`` other notable rows."""
         lines = [self.summary()]
+        if self.check is not None:
+            check = self.check
+            lines.append(f"Regression check: {check['cases']} cases — {check['broken']} broken, "
+                         f"{check['fixed']} fixed, {check['unchanged']} unchanged.")
+            lines += [f"  {row['outcome'].upper()}: {row['question']} (expected {row['expect']}"
+                      f"{' #' + str(row['entry']) if row['entry'] else ''})"
+                      for row in check["results"] if row["outcome"] != "unchanged"]
         lines += [f"ERROR: {error}" for error in self.errors]
         lines += [f"warning: {warning}" for warning in self.warnings]
         notable = [row for row in self.rows if row.action != RowAction.SKIP or row.warnings]

@@ -174,7 +174,8 @@ def test_queue_links_to_a_prefilled_admin_form(manager: Client, kb: KnowledgeBas
     assert "<script>" not in page
     link = html.unescape(re.search(r'href="(/admin/knowledge/faqentry/add/\?[^"]+)"', page).group(1))  # type: ignore[union-attr]
     query = parse_qs(urlparse(link).query)
-    assert query == {"question": ["你们几点下班？<script>"], "kb": [str(kb.pk)], "language": ["zh"]}
+    assert query == {"question": ["你们几点下班？<script>"], "kb": [str(kb.pk)], "language": ["zh"],
+                     "case_question": ["你们几点下班？<script>"]}  # kept as the new entry's regression case
     form = manager.get(link).content.decode()
     assert "你们几点下班？&lt;script&gt;</textarea>" in form
     assert f'<option value="{kb.pk}" selected>' in form

@@ -39,6 +39,23 @@ def read_input(path: str) -> tuple[bytes, str]:
     return content, name
 
 
+def _checker(kb: Any) -> Any:
+    """The preview's regression check (chat composes the reranker; imported here, not at load time)."""
+    from chat.services.checks import CheckUnavailable, case_check_summary, faq_change_check
+    from knowledge.cases.selectors import regression_cases_active
+
+    if not regression_cases_active(kb=kb).exists():
+        return None
+
+    def check(write: Any) -> dict[str, Any]:
+        try:
+            return case_check_summary(faq_change_check(kb=kb, apply=write, trigger="import preview"))
+        except CheckUnavailable as error:
+            raise CommandError(f"The regression cases could not be checked: {error}") from error
+
+    return check
+
+
 class Command(BaseCommand):
     help = ("Import FAQ entries (CSV, XLSX, JSON, JSONL or text) into a knowledge base, creating it if needed. "
             "Upserts by external_id; rows without one update the entry with the same question. "
@@ -63,7 +80,8 @@ class Command(BaseCommand):
             except ValidationError as error:
                 raise CommandError(f"Cannot create knowledge base {kb!r}: {'; '.join(error.messages)}") from None
             report = faq_entries_import(kb=knowledge_base, content=content, filename=name, file_format=file_format,
-                                        default_language=language, dry_run=dry_run, progress=tqdm_progress)
+                                        default_language=language, dry_run=dry_run, progress=tqdm_progress,
+                                        checker=_checker(knowledge_base) if dry_run else None)
             if not report.written:
                 transaction.set_rollback(True)  # a knowledge base created for a failed or dry run goes too
         if as_json:
