@@ -13,7 +13,7 @@ from chat.services.ask import answer_order, faq_rerank_document
 from knowledge.models import KnowledgeBase
 from knowledge.selectors import HeldOutPhrasing, Recall, faq_recall
 from rerank.batching import RerankRequest
-from rerank.services import rerank_score
+from rerank.services import RerankOutcome, rerank_score
 
 RERANK_BATCH = 8
 # Labelled evaluation is not a customer waiting: give the rerank worker all the time it needs.
@@ -78,25 +78,36 @@ def labelled_queries_read(path: Path, *, allow_no_answer: bool = True) -> list[d
     return rows
 
 
+# Rerank scores by (query, instruction, documents): a pure function of them, so a caller asking the
+# same questions twice (the case check, before and after a change) reranks only what changed.
+RerankMemo = dict[tuple[str, str, tuple[str, ...]], tuple[list[float], RerankOutcome]]
+
+
 def queries_score(*, kb: KnowledgeBase, queries: Sequence[LabelledQuery], recall_k: int | None = None,
-                  recall_limit: int | None = None, progress: Callable[[int], None] | None = None) -> ScoredRun:
+                  recall_limit: int | None = None, progress: Callable[[int], None] | None = None,
+                  memo: RerankMemo | None = None) -> ScoredRun:
     """Recall and rerank every query as an ask does (the base's rerank_k candidates, its instruction)."""
     run = ScoredRun()
+    known: RerankMemo = {} if memo is None else memo
     for start in range(0, len(queries), RERANK_BATCH):
         batch = queries[start:start + RERANK_BATCH]
         recalls = [faq_recall(kb=kb, query=item.query, recall_k=recall_k, limit=recall_limit,
                               exclude_entry_ids=item.exclude, held_out=item.held_out) for item in batch]
         to_rerank = [recall.candidates[: kb.rerank_k] for recall in recalls]
-        outcome = rerank_score(
-            requests=[RerankRequest(query=item.query, documents=[faq_rerank_document(c.entry) for c in cands],
-                                    instruction=kb.rerank_instruction)
-                      for item, cands in zip(batch, to_rerank, strict=True)],
-            timeout=RERANK_WAIT,
-        )
-        if outcome.status != "ok":
-            raise EvaluationError(f"The rerank worker did not answer ({outcome.reason}); is it running?")
-        run.engine, run.model = outcome.engine, outcome.model
-        for item, recall, cands, scores in zip(batch, recalls, to_rerank, outcome.scores, strict=True):
+        requests = [RerankRequest(query=item.query, documents=[faq_rerank_document(c.entry) for c in cands],
+                                  instruction=kb.rerank_instruction)
+                    for item, cands in zip(batch, to_rerank, strict=True)]
+        keys = [(request.query, request.instruction or "", tuple(request.documents)) for request in requests]
+        due = [index for index, key in enumerate(keys) if key not in known]
+        if due:
+            outcome = rerank_score(requests=[requests[index] for index in due], timeout=RERANK_WAIT)
+            if outcome.status != "ok":
+                raise EvaluationError(f"The rerank worker did not answer ({outcome.reason}); is it running?")
+            for index, scores in zip(due, outcome.scores, strict=True):
+                known[keys[index]] = (scores, outcome)
+        for item, recall, cands, key in zip(batch, recalls, to_rerank, keys, strict=True):
+            scores, outcome = known[key]
+            run.engine, run.model = outcome.engine, outcome.model
             order = answer_order(scores, reorder=outcome.reorders(recall.language))
             run.scored.append(Scored(query=item, recall=recall, reranked=[cands[i].entry.pk for i in order],
                                      scores=[scores[i] for i in order]))

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from reversion import revisions as reversion_revisions
 
-from chat.evaluation import EvaluationError, LabelledQuery, Scored, queries_score
+from chat.evaluation import EvaluationError, LabelledQuery, RerankMemo, Scored, queries_score
 from chat.models import Decision
 from chat.services.ask import decide, decision_thresholds
 from knowledge.cases.changes import FaqChange
@@ -75,12 +75,13 @@ def _outcome(*, kb: KnowledgeBase, case: RegressionCase, scored: Scored, engine:
 
 
 def cases_score(*, kb: KnowledgeBase, cases: Sequence[RegressionCase],
-                progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+                progress: Callable[[int], None] | None = None, memo: RerankMemo | None = None,
+                ) -> list[dict[str, Any]]:
     """Each case asked as a customer would ask it (recall, rerank, the calibrated decision)."""
     queries = [LabelledQuery(query=case.question, relevant=frozenset({case.entry_id} if case.entry_id else ()))
                for case in cases]
     try:
-        run = queries_score(kb=kb, queries=queries, progress=progress)
+        run = queries_score(kb=kb, queries=queries, progress=progress, memo=memo)
     except EvaluationError as error:
         raise CheckUnavailable(str(error)) from error
     return [_outcome(kb=kb, case=case, scored=scored, engine=run.engine, model=run.model)
@@ -100,12 +101,13 @@ def _outside_any_revision() -> Iterator[None]:
 
 
 def _score_after(*, kb: KnowledgeBase, cases: Sequence[RegressionCase], apply: Callable[[], Iterable[int]],
-                 progress: Callable[[int], None] | None) -> tuple[list[dict[str, Any]], list[int]]:
+                 progress: Callable[[int], None] | None, memo: RerankMemo,
+                 ) -> tuple[list[dict[str, Any]], list[int]]:
     with _outside_any_revision(), transaction.atomic():
         touched = list(apply())
         faq_entries_embed(entry_ids=touched)  # synchronously: the worker would only see committed text
         changed = KnowledgeBase.objects.select_related("calibration").get(pk=kb.pk)
-        after = cases_score(kb=changed, cases=cases, progress=progress)
+        after = cases_score(kb=changed, cases=cases, progress=progress, memo=memo)
         transaction.set_rollback(True)
     return after, touched
 
@@ -153,8 +155,11 @@ def faq_change_check(
 
     if check.pk:
         CaseCheck.objects.filter(pk=check.pk).update(status=check.status, cases=check.cases)
-    before = cases_score(kb=kb, cases=cases, progress=step)
-    after, touched = (before, []) if apply is None else _score_after(kb=kb, cases=cases, apply=apply, progress=step)
+    # After the change only the cases whose candidates or their text changed are reranked again.
+    memo: RerankMemo = {}
+    before = cases_score(kb=kb, cases=cases, progress=step, memo=memo)
+    after, touched = (before, []) if apply is None else _score_after(kb=kb, cases=cases, apply=apply, progress=step,
+                                                                     memo=memo)
     rows = _diff(cases, before, after)
     check.entries = list(dict.fromkeys([*touched, *(change.entry_ids if change else ())]))
     check.results, check.done, check.status = rows, done, CaseCheck.Status.DONE

@@ -17,10 +17,13 @@ from django.core.management import call_command
 from django.db import connection
 from reversion.models import Revision, Version
 
+from chat import evaluation
+from chat.evaluation import EvaluationError, LabelledQuery, RerankMemo, queries_score
 from chat.services.checks import BROKEN, FIXED, faq_change_check
 from knowledge.cases.changes import FaqChange
 from knowledge.cases.services import regression_case_add, regression_case_clean
 from knowledge.models import CaseCheck, CaseExpect, CaseSource, FaqEntry, FaqStatus, KnowledgeBase, RegressionCase
+from knowledge.services import faq_entry_update
 from tests.conftest import WorkerProcess
 from tests.helpers import calibration_in_force
 
@@ -138,3 +141,22 @@ def test_an_import_preview_includes_the_check_and_writes_nothing(
     assert "BROKEN: 退款要几天才能到账 (expected answer" in text
     assert snapshot(checked_shop) == before
     assert not FaqEntry.objects.filter(external_id="invoice").exists()
+
+
+def test_a_second_pass_reranks_only_what_changed(checked_shop: KnowledgeBase, settings: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check asks every case twice; the second time only questions whose candidates changed go to the
+    worker. Here no worker listens the second time: what was reranked before must not be asked again."""
+    queries = [LabelledQuery(query=question, relevant=frozenset()) for question, _, _ in CASES]
+    memo: RerankMemo = {}
+    first = queries_score(kb=checked_shop, queries=queries, memo=memo)
+    settings.KB_RERANK_QUEUE = "nobody-listens"
+    monkeypatch.setattr(evaluation, "RERANK_WAIT", 1)
+
+    again = queries_score(kb=checked_shop, queries=queries, memo=memo)
+
+    assert [(s.reranked, s.scores) for s in again.scored] == [(s.reranked, s.scores) for s in first.scored]
+    refund = entry(checked_shop, "refund")
+    faq_entry_update(entry_id=refund.pk, expected_version=refund.version, data={"answer": "原路退回，一般三天到账。"})
+    with pytest.raises(EvaluationError, match="did not answer"):
+        queries_score(kb=checked_shop, queries=queries[:1], memo=memo)
