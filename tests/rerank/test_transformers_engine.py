@@ -129,12 +129,19 @@ def test_truncation_cuts_the_document_and_keeps_the_suffix(
 
 
 def test_a_huge_query_is_cut_before_the_document_disappears(
-    engine: TransformersEngine, forward_calls: list[list[list[int]]]
+    engine: TransformersEngine, tiny_qwen3: Path, reference: ReferenceScore, forward_calls: list[list[list[int]]]
 ) -> None:
-    engine.score(HUGE, ["Open Settings, choose Account, then Reset password."])
+    document = "Open Settings, choose Account, then Reset password."
+    score = engine.score(HUGE, [document])[0]
 
     (prompt,) = forward_calls[0]
     assert len(prompt) <= 256
+    text = str(AutoTokenizer.from_pretrained(tiny_qwen3).decode(prompt))
+    # The whole document is read; the query is what was cut, to a prefix of itself.
+    assert f"\n<Document>: {document}<|im_end|>" in text, text
+    cut_query = text.split("<Query>: ", 1)[1].split("\n<Document>: ", 1)[0]
+    assert 0 < len(cut_query) < len(HUGE) and HUGE.startswith(cut_query)
+    assert score == pytest.approx(reference(DEFAULT_INSTRUCTION, cut_query, document), abs=1e-5)
 
 
 def test_duplicates_are_scored_once(engine: TransformersEngine, forward_calls: list[list[list[int]]]) -> None:
