@@ -71,9 +71,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="session")
-def webhook_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+def webhook_worker(session_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     # Its own queue and a half-second back-off base, so retries happen within the test.
-    return start_worker(QUEUE, KB_WEBHOOK_RETRY_SECONDS="0.5", KB_WEBHOOK_MAX_RETRIES="2")
+    return session_worker(QUEUE, KB_WEBHOOK_RETRY_SECONDS="0.5", KB_WEBHOOK_MAX_RETRIES="2")
 
 
 def test_hand_off_and_messages_reach_the_helpdesk_signed_retried_and_its_reply_reaches_the_widget(
