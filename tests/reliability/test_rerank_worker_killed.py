@@ -100,9 +100,9 @@ def test_killing_the_rerank_worker_mid_load_answers_every_question_once(
         rerank_waits = [result.body["timings_ms"]["rerank"] / 1000 for result in results
                         if result.body["cache"] == "miss"]
         assert max(rerank_waits) <= RERANK_WAIT_BOUND, sorted(rerank_waits)[-5:]
-        # A degraded answer is one the deadline (or the dead worker) cut short, never a worker error.
+        # A degraded answer is one the deadline, the dead worker or the backlog limit cut short, never an error.
         assert {result.body["rerank"]["reason"] for result in results if result.rerank_status == "degraded"} <= {
-            "timeout", "no_worker"}
+            "timeout", "no_worker", "backlog"}
 
         # Redelivered after the visibility timeout, and expired by then: the successor drops them
         # unrun instead of scoring requests whose callers answered long ago.
