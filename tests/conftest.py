@@ -77,21 +77,39 @@ def _test_database_url() -> str:
     return f"postgres://{params['USER']}@{params['HOST']}:{params['PORT']}/{params['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def start_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[Callable[..., WorkerProcess]]:
-    """Factory for real Celery workers on the test database (tests using them need transactional_db)."""
-    started: list[WorkerProcess] = []
-    counter = iter(range(1000))
+def _worker_env(extra_env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, "DATABASE_URL": _test_database_url(), "REDIS_URL": settings.REDIS_URL,
+            "KB_LOG_FORMAT": "console", **extra_env}
 
+
+_worker_counter = iter(range(10_000))
+
+
+def _worker_factory(started: list[WorkerProcess]) -> Callable[..., WorkerProcess]:
     def start(queues: str = "default", *, pool: str = "solo", concurrency: int = 1, **extra_env: str) -> WorkerProcess:
-        env = {**os.environ, "DATABASE_URL": _test_database_url(), "REDIS_URL": settings.REDIS_URL,
-               "KB_LOG_FORMAT": "console", **extra_env}
-        worker = WorkerProcess(queues=queues, name=f"test-{queues.replace(',', '-')}-{next(counter)}", env=env,
-                               pool=pool, concurrency=concurrency)
+        worker = WorkerProcess(queues=queues, name=f"test-{queues.replace(',', '-')}-{next(_worker_counter)}",
+                               env=_worker_env(extra_env), pool=pool, concurrency=concurrency)
         started.append(worker)
         return worker
 
-    yield start
+    return start
+
+
+@pytest.fixture
+def start_worker(django_db_setup: None) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory for real Celery workers on the test database (tests using them need transactional_db).
+    The workers a test starts are stopped when that test ends: none idles on until the session does."""
+    started: list[WorkerProcess] = []
+    yield _worker_factory(started)
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def session_worker(django_db_setup: None) -> Iterator[Callable[..., WorkerProcess]]:
+    """The same factory for the few workers shared by the whole session (one per queue)."""
+    started: list[WorkerProcess] = []
+    yield _worker_factory(started)
     for worker in started:
         worker.stop()
 
@@ -99,17 +117,21 @@ def start_worker(django_db_setup: None, django_db_blocker: object) -> Iterator[C
 def start_rerank_worker(start_worker: Callable[..., WorkerProcess], **extra_env: str) -> WorkerProcess:
     """A rerank worker as production runs it: a thread pool feeding the micro-batcher. Returns
     once it has loaded its engine (its first heartbeat), as readiness would report it."""
+    from django.test import override_settings
+
     from rerank.heartbeat import rerank_workers_alive
     from tests.helpers import wait_until
 
-    worker = start_worker(extra_env.get("KB_RERANK_QUEUE", "rerank"), pool="threads", concurrency=8, **extra_env)
-    wait_until(lambda: any(w["hostname"].startswith(worker.name) for w in rerank_workers_alive()), timeout=300)
+    queue = extra_env.get("KB_RERANK_QUEUE", "rerank")
+    worker = start_worker(queue, pool="threads", concurrency=8, **extra_env)
+    with override_settings(KB_RERANK_QUEUE=queue):  # readiness looks at the queue this process sends to
+        wait_until(lambda: any(w["hostname"].startswith(worker.name) for w in rerank_workers_alive()), timeout=300)
     return worker
 
 
 @pytest.fixture(scope="session")
-def cpu_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
-    return start_worker("default")
+def cpu_worker(session_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    return session_worker("default")
 
 
 @pytest.fixture
@@ -184,6 +206,14 @@ def staff_user(db: None) -> Callable[..., Any]:
 
 
 @pytest.fixture(scope="session")
-def rerank_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
-    """The real rerank worker for tests outside tests/chat (tests/chat/conftest.py has its own copy)."""
-    return start_rerank_worker(start_worker)
+def rerank_worker(session_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """The session's one rerank worker on the default rerank queue."""
+    return start_rerank_worker(session_worker)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Qwen3 reranker (tests/rerank/conftest.py), built once for the session."""
+    from tests.rerank.conftest import build_tiny_qwen3_reranker
+
+    return build_tiny_qwen3_reranker(tmp_path_factory.mktemp("tiny-qwen3-reranker"))

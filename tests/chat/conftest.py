@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import httpx
 import pytest
@@ -9,7 +9,6 @@ from chat.models import ApiKey
 from chat.services.keys import api_key_create
 from knowledge.models import KnowledgeBase
 from knowledge.services import faq_entries_embed, faq_entry_create, knowledge_base_create
-from tests.conftest import WorkerProcess, start_rerank_worker
 
 SHOP_ENTRIES = [
     {"external_id": "pay-5003", "question": "扫码支付提示“交易异常，请稍后再试”怎么办？",
@@ -32,11 +31,6 @@ SHOP_ENTRIES = [
      "answer": "Grant the camera permission in your phone settings. Then update the app to the latest version.",
      "tags": ["app"], "language": "en"},
 ]
-
-
-@pytest.fixture(scope="session")
-def rerank_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
-    return start_rerank_worker(start_worker)
 
 
 def make_kb(slug: str, entries: Sequence[Mapping[str, object]] = SHOP_ENTRIES) -> KnowledgeBase:

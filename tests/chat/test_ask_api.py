@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -129,19 +128,20 @@ def test_concurrent_identical_asks_compute_once(api: httpx.Client, rerank_worker
 
 
 def test_degraded_when_no_rerank_worker_answers(
-    api: httpx.Client, settings: Settings, start_worker: object
+    api: httpx.Client, settings: Settings, redis_client: redis.Redis, start_worker: object
 ) -> None:
     settings.KB_RERANK_TIMEOUT = 1.0
     # Route this test's reranks to a queue no worker consumes: the same as every worker being down.
     settings.KB_RERANK_QUEUE = "rerank-nobody"
-    started = time.monotonic()
     body = _ask(api, "I forgot my password")
-    elapsed = time.monotonic() - started
     assert body["rerank"]["status"] == "degraded"
     assert body["decision"] == "suggest"
     assert body["answer"]["scores"]["rerank"] is None
     assert body["answer"]["external_id"] == "reset-password"
-    assert elapsed < 1.0 + 3.0
+    # No worker is ready on the queue: the ask knows it from the heartbeats, queues nothing and so
+    # waits for nothing (counted on the queue, not timed).
+    assert body["rerank"]["reason"] == "no_worker"
+    assert redis_client.llen("rerank-nobody") == 0
     # A degraded answer is never cached.
     assert _ask(api, "I forgot my password")["cache"] == "miss"
 
@@ -159,10 +159,10 @@ def test_an_ask_does_not_queue_behind_a_rerank_backlog(
 
     # As many waiting as the limit: the ask answers degraded at once, queueing nothing.
     backlog(3)
-    settings.KB_RERANK_TIMEOUT = 20.0
-    started = time.monotonic()
+    settings.KB_RERANK_TIMEOUT = timeout = 20.0
     body = _ask(api, "I forgot my password")
-    assert time.monotonic() - started < 5
+    # Not queued, so not waited for: far short of the deadline it would otherwise have waited out.
+    assert body["timings_ms"]["rerank"] < timeout * 1000 / 4, body["timings_ms"]
     assert (body["rerank"]["status"], body["rerank"]["reason"], body["decision"]) == ("degraded", "backlog", "suggest")
     assert body["answer"]["external_id"] == "reset-password"
     assert redis_client.llen(queue) == 3
@@ -176,13 +176,16 @@ def test_an_ask_does_not_queue_behind_a_rerank_backlog(
 
 
 def test_a_late_rerank_updates_the_degraded_answer_of_the_ticket(
-    api: httpx.Client, settings: Settings, cpu_worker: WorkerProcess, rerank_worker: WorkerProcess
+    api: httpx.Client, shop: KnowledgeBase, settings: Settings, cpu_worker: WorkerProcess,
+    rerank_worker: WorkerProcess,
 ) -> None:
     # The web process routes its reranks to a queue nobody consumes, so the ask degrades. The late
     # rerank runs in the CPU worker, whose environment still names the live rerank queue: exactly a
     # rerank that was late, then finished.
     settings.KB_RERANK_TIMEOUT = 1.0
     settings.KB_RERANK_QUEUE = "rerank-late-nobody"
+    # Auto-answer at any score: a degraded answer still only suggests, the late rerank then answers.
+    calibration_in_force(shop, answer=0.0, suggest=0.0)
     body = _ask(api, "The app crashes when I open the camera")
     assert (body["rerank"]["status"], body["decision"]) == ("degraded", "suggest")
 
@@ -194,7 +197,7 @@ def test_a_late_rerank_updates_the_degraded_answer_of_the_ticket(
     assert updated["rerank"]["late"] is True
     assert updated["answer"]["external_id"] == "camera-crash"
     assert updated["answer"]["scores"]["rerank"] is not None
-    assert updated["decision"] in {"answer", "suggest", "handoff"}
+    assert updated["decision"] == "answer"
     stored = Question.objects.get(pk=body["question_id"])
     assert stored.rerank_status == "ok" and stored.decision == updated["decision"]
     # The late rerank rewrites the stored answer; it is not a second question or ask.

@@ -65,10 +65,10 @@ def test_kb_eval_reports_every_stage_and_the_decision_mix(
     assert set(report["stages"]) == {"vector", "fulltext", "fused", "reranked"}
     for metrics in report["stages"].values():
         assert set(metrics) == {"recall@1", "recall@5", "recall@10", "recall@50", "mrr@10"}
-        assert metrics["recall@1"] <= metrics["recall@5"] <= metrics["recall@10"] <= metrics["recall@50"] <= 0.8
-    # Four answerable queries of five; the reranker puts each right answer first.
-    assert report["stages"]["reranked"]["recall@1"] == 0.8
-    assert report["stages"]["reranked"]["mrr@10"] == 0.8
+    # Four answerable queries of five can be found; on this small base every stage (not only the
+    # reranked one) puts each of their right answers first, so a stage that lost its hits shows here.
+    for stage, metrics in report["stages"].items():
+        assert metrics == dict.fromkeys(metrics, 0.8), (stage, metrics)
     # Uncalibrated: nothing is auto-answered, so no false answers either.
     decision = report["decision"]
     assert (decision["decisions"]["answer"], decision["answer_precision"], decision["false_answer_rate"]) == (

@@ -18,6 +18,7 @@ from knowledge.models import FaqEntry, KnowledgeBase
 from knowledge.services import faq_entries_embed, faq_entry_create
 from tests.chat.conftest import make_kb
 from tests.conftest import WorkerProcess
+from tests.helpers import calibration_in_force
 
 pytestmark = pytest.mark.worker
 
@@ -43,6 +44,8 @@ def test_inbox_puts_handed_off_first_and_filters(
     """GIVEN three customer tickets in two knowledge bases, one handed off, one old, and a workbench ticket
     WHEN the agent filters the inbox THEN each filter keeps exactly the matching tickets."""
     other = make_kb("other", [{"question": "Where is the shop?", "answer": "In Berlin."}])
+    calibration_in_force(other, answer=None, suggest=1.0)  # no score reaches it: this base hands off
+    other = KnowledgeBase.objects.get(pk=other.pk)  # ask() reads the calibration from the object it is given
     handed = _ask(shop, "退款多久到账").ticket
     ticket_hand_off(ticket=handed)
     recent = _ask(shop, "How can I delete my account?").ticket
@@ -62,8 +65,11 @@ def test_inbox_puts_handed_off_first_and_filters(
     assert listed("kb=other") == [ids[old]]
     assert listed("age=older") == [ids[old]]
     assert set(listed("age=24h")) == {ids[handed], ids[recent]}
-    decision = Question.objects.get(ticket=recent).decision
-    assert ids[recent] in listed(f"decision={decision}")
+    decisions = {t: Question.objects.get(ticket=t).decision for t in (handed, recent, old)}
+    assert decisions == {handed: "suggest", recent: "suggest", old: "handoff"}
+    assert listed("decision=suggest") == [ids[handed], ids[recent]]
+    assert listed("decision=handoff") == [ids[old]]
+    assert listed("decision=answer") == []
     assert listed("status=resolved") == []
 
 

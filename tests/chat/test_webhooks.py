@@ -70,10 +70,13 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@pytest.fixture(scope="session")
-def webhook_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
-    # Its own queue and a half-second back-off base, so retries happen within the test.
-    return start_worker(QUEUE, KB_WEBHOOK_RETRY_SECONDS="0.5", KB_WEBHOOK_MAX_RETRIES="2")
+@pytest.fixture(scope="module")
+def webhook_worker(session_worker: Callable[..., WorkerProcess]) -> Iterator[WorkerProcess]:
+    # Its own queue and a half-second back-off base, so retries happen within the test; stopped with
+    # this module, not left idle until the session ends.
+    worker = session_worker(QUEUE, KB_WEBHOOK_RETRY_SECONDS="0.5", KB_WEBHOOK_MAX_RETRIES="2")
+    yield worker
+    worker.stop()
 
 
 def test_hand_off_and_messages_reach_the_helpdesk_signed_retried_and_its_reply_reaches_the_widget(

@@ -207,7 +207,10 @@ def test_with_redis_stopped_asks_still_answer_and_metrics_say_redis_is_down(
         elapsed = time.monotonic() - started
         assert body["answer"]["external_id"] == "delete-account"
         assert body["rerank"]["status"] == "degraded" and body["cache"] == "miss"
-        assert elapsed < 15, elapsed
+        # Not hung on Redis: bounded by its connect timeouts and the rerank deadline, with a wide margin.
+        bound = 3 * (settings.CELERY_BROKER_CONNECTION_TIMEOUT + settings.CELERY_REDIS_SOCKET_CONNECT_TIMEOUT
+                     + settings.KB_RERANK_TIMEOUT)
+        assert elapsed < bound, elapsed
         samples = scrape(api)
         assert samples == {("kbservice_redis_up", frozenset()): 0.0}
     finally:

@@ -63,13 +63,26 @@ def test_admin_history_compares_and_rolls_back(admin_client: Client, kb: Knowled
 
 
 def test_admin_bulk_archive_and_filters(admin_client: Client, kb: KnowledgeBase) -> None:
-    entries = [faq_entry_create(kb=kb, data={"question": f"Q{n}", "tags": ["billing"]}) for n in range(2)]
+    """GIVEN two billing entries archived in bulk, a billing entry left published and an archived shipping
+    entry WHEN the list is filtered by tag and status THEN exactly the matching row is listed."""
+    entries = [faq_entry_create(kb=kb, data={"question": f"Billing question {n}", "tags": ["billing"]})
+               for n in range(2)]
+    kept = faq_entry_create(kb=kb, data={"question": "Billing question kept", "tags": ["billing"]})
+    shipping = faq_entry_create(kb=kb, data={"question": "Shipping question", "tags": ["shipping"]})
     response = admin_client.post("/admin/knowledge/faqentry/",
-                                 {"action": "archive", "_selected_action": [e.pk for e in entries]})
+                                 {"action": "archive", "_selected_action": [e.pk for e in [*entries, shipping]]})
     assert response.status_code == 302
-    assert set(FaqEntry.objects.values_list("status", flat=True)) == {"archived"}
-    listing = admin_client.get("/admin/knowledge/faqentry/", {"tag": "billing", "status__exact": "archived"})
-    assert listing.status_code == 200 and "Q1" in listing.content.decode()
+    assert dict(FaqEntry.objects.values_list("pk", "status")) == {
+        entries[0].pk: "archived", entries[1].pk: "archived", kept.pk: "published", shipping.pk: "archived"}
+
+    def listed(**query: str) -> set[str]:
+        listing = admin_client.get("/admin/knowledge/faqentry/", query)
+        assert listing.status_code == 200
+        return set(re.findall(r"(Billing question \w+|Shipping question)", listing.content.decode()))
+
+    assert listed(tag="billing", status__exact="archived") == {"Billing question 0", "Billing question 1"}
+    assert listed(tag="billing", status__exact="published") == {"Billing question kept"}
+    assert listed(tag="shipping") == {"Shipping question"}
 
 
 def test_compare_shows_a_sentence_diff_of_the_text_and_no_bookkeeping(admin_client: Client, kb: KnowledgeBase) -> None:

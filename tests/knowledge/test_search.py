@@ -41,3 +41,53 @@ def test_search_respects_filters_and_status(kb: KnowledgeBase) -> None:
     assert {hit.entry_id for hit in faq_vector_search(kb=kb, query="支付", k=10, filters=english)} == {ids[2], ids[3]}
     tagged = SearchFilters(tags=("app",))
     assert [hit.entry_id for hit in faq_vector_search(kb=kb, query="account", k=10, filters=tagged)] == [ids[3]]
+
+
+def test_only_published_entries_are_found_by_either_recall(kb: KnowledgeBase) -> None:
+    """GIVEN a draft, an archived entry and a published one that is then archived, each the best match of
+    its own question WHEN either recall searches THEN only published entries come back."""
+    from knowledge.services import faq_entries_set_status
+
+    ids = _load(kb)
+    draft = faq_entry_create(kb=kb, data={"question": "How do I change my shipping address?", "status": "draft",
+                                          "answer": "Edit the address on the order page.", "language": "en"})
+    archived = faq_entry_create(kb=kb, data={"question": "Can I pay with a gift card?", "status": "archived",
+                                             "answer": "Gift cards are accepted at checkout.", "language": "en"})
+    faq_entries_embed(entry_ids=[draft.pk, archived.pk])
+    faq_entries_set_status(entry_ids=[ids[3]], status="archived")
+    hidden = {draft.pk, archived.pk, ids[3]}
+
+    for query in ("change my shipping address", "pay with a gift card", "camera crashes when I open the app"):
+        vector = {hit.entry_id for hit in faq_vector_search(kb=kb, query=query, k=10)}
+        exact = {hit.entry_id for hit in faq_vector_search(kb=kb, query=query, k=10, exact=True)}
+        keyword = {hit.entry_id for hit in faq_fulltext_search(kb=kb, query=query, k=10)}
+        assert vector and not vector & hidden, (query, vector)
+        assert not exact & hidden and not keyword & hidden, (query, exact, keyword)
+    # The searches can see each kind of entry once it is published: the filter, not the text, hides them.
+    faq_entries_set_status(entry_ids=[draft.pk, archived.pk, ids[3]], status="published")
+    assert faq_fulltext_search(kb=kb, query="gift card", k=10)[0].entry_id == archived.pk
+    assert faq_vector_search(kb=kb, query="change my shipping address", k=1)[0].entry_id == draft.pk
+    assert faq_fulltext_search(kb=kb, query="camera crashing", k=10)[0].entry_id == ids[3]
+
+
+def test_the_vector_recall_runs_on_the_hnsw_index(kb: KnowledgeBase) -> None:
+    """GIVEN sequential scans disabled (a base this small would otherwise be scanned) WHEN the vector
+    recall runs THEN its plan is the HNSW index scan and it still finds the paraphrase, as the exact scan does."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from knowledge.vector_index import index_name
+
+    ids = _load(kb)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # the test's transaction: undone at its end
+        with CaptureQueriesContext(connection) as captured:
+            hits = faq_vector_search(kb=kb, query="付款的时候说交易有问题", k=2)
+        search_sql = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT entry_id"))
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(f"EXPLAIN {search_sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert f"Index Scan using {index_name(kb.embed_dimensions)}" in plan, plan
+    assert hits[0].entry_id == ids[0]
+    assert [h.entry_id for h in hits] == [h.entry_id for h in faq_vector_search(kb=kb, query="付款的时候说交易有问题",
+                                                                                  k=2, exact=True)]

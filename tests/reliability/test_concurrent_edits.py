@@ -2,15 +2,16 @@
 through the admin's change form. Exactly one save wins; the other is refused without overwriting
 anything and gets its own text back; the history holds the winner's revision only.
 
-Each round releases both requests together from a barrier, and checks that they really were in
-flight at the same time, so the row lock and version check are exercised, not just a stale read."""
+Each round releases both requests together from a barrier, and checks by the order of events (not
+timestamps) that they really were in flight at the same time, so the row lock and version check are
+exercised, not just a stale read."""
 
 from __future__ import annotations
 
 import html
+import itertools
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ class Attempt:
     who: str
     text: str
     response: httpx.Response
-    started: float
-    finished: float
+    sent: int  # positions in one sequence of events shared by both attempts
+    answered: int
 
 
 @pytest.fixture
@@ -63,17 +64,23 @@ def race(send: Callable[[str, str], httpx.Response], texts: dict[str, str], *,
     """``send(who, text)`` for both managers at once; returns (winner, loser), failing unless exactly
     one was ``accepted``."""
     barrier = threading.Barrier(len(texts))
+    lock = threading.Lock()
+    events = itertools.count()
+
+    def event() -> int:
+        with lock:
+            return next(events)
 
     def attempt(who: str) -> Attempt:
         barrier.wait(timeout=30)
-        started = time.monotonic()
+        sent = event()
         response = send(who, texts[who])
-        return Attempt(who=who, text=texts[who], response=response, started=started, finished=time.monotonic())
+        return Attempt(who=who, text=texts[who], response=response, sent=sent, answered=event())
 
     with ThreadPoolExecutor(max_workers=len(texts)) as pool:
         attempts = list(pool.map(attempt, texts))
-    # Both were in flight together: the later one started before the earlier one was answered.
-    assert max(a.started for a in attempts) < min(a.finished for a in attempts)
+    # Both were in flight together: both were sent before either was answered.
+    assert max(a.sent for a in attempts) < min(a.answered for a in attempts), attempts
     winners = [a for a in attempts if accepted(a.response)]
     losers = [a for a in attempts if not accepted(a.response)]
     assert (len(winners), len(losers)) == (1, 1), [(a.who, a.response.status_code) for a in attempts]

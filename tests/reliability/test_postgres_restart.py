@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.test import Client
 
@@ -23,7 +24,6 @@ from tests.stack_plugin import restart_test_postgres, suite_postgres
 pytestmark = [pytest.mark.worker, pytest.mark.timeout(240)]
 
 DOWN_SECONDS = 6
-FAIL_FAST_SECONDS = 2.0
 
 
 @pytest.fixture
@@ -86,7 +86,9 @@ def test_requests_fail_fast_with_503_while_postgres_is_down_and_succeed_once_it_
     refusals = [result for result in results if result.status == 503]
     assert all(result.retry_after == "5" for result in refusals)
     slowest_refusal = max(result.seconds for result in refusals if result.started >= down_at)
-    assert slowest_refusal < FAIL_FAST_SECONDS
+    # The deadline is the feature (README: bounded by KB_DB_CONNECT_TIMEOUT), with a margin from it.
+    connect_timeout = int(settings.DATABASES["default"]["OPTIONS"]["connect_timeout"])  # type: ignore[index]
+    assert slowest_refusal < 2 * connect_timeout, slowest_refusal
 
     # Back, with nothing restarted: the same keep-alive connection, the console, readiness, the workers.
     answer = api.post("/api/v1/ask", json={"kb": shop.slug, "question": "收货地址填错了，怎么改"})

@@ -25,8 +25,6 @@ pytestmark = [pytest.mark.worker, pytest.mark.timeout(240)]
 QUEUE = "rerank-redis-outage"
 OUTAGE_SECONDS = 10
 RERANK_TIMEOUT = 3.0
-# Recall and the database writes on top of the rerank deadline, on two shared cores.
-LATENCY_SLACK = 4.0
 THROTTLE_RATE = "5/min"
 
 
@@ -78,7 +76,9 @@ def test_asks_are_answered_through_a_redis_outage_and_everything_recovers_by_its
     assert {(result.rerank_status, result.body["rerank"]["reason"], result.body["cache"]) for result in results} == {
         ("degraded", "broker_unavailable", "miss")}
     latencies = [result.seconds for result in results]
-    assert max(latencies) <= RERANK_TIMEOUT + LATENCY_SLACK, sorted(latencies)[-5:]
+    # The deadline is the feature: the rerank deadline plus one try of the broker (its connection
+    # timeout, twice over as a margin for recall and the writes on two shared cores).
+    assert max(latencies) <= RERANK_TIMEOUT + 2 * settings.CELERY_BROKER_CONNECTION_TIMEOUT, sorted(latencies)[-5:]
 
     # Back without restarting anything: the rerank worker reconnects to the broker by itself.
     settings.KB_THROTTLE_RATE = "600/min"

@@ -7,9 +7,8 @@ with the real model; the weights are random with a fixed seed, so scores are arb
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 # Qwen2/Qwen3 pre-tokenizer: the split decides where token boundaries fall between the query part
 # and the document part, which is what vLLM's query+document concatenation depends on.
@@ -118,6 +117,28 @@ def build_tiny_qwen3_reranker(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_qwen3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen3_reranker(tmp_path_factory.mktemp("tiny-qwen3-reranker"))
+def reference_scorer(path: Path) -> Callable[[str, str, str], float]:
+    """The model card's recipe, written out without padding, batching or truncation: one pair at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    no_id = tokenizer.convert_tokens_to_ids("no")
+    yes_id = tokenizer.convert_tokens_to_ids("yes")
+
+    def score(instruction: str, query: str, document: str) -> float:
+        prompt = (
+            "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
+            'the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+            "<|im_start|>user\n"
+            f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+            "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+        )
+        input_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = model(input_ids=input_ids).logits[0, -1, :]
+        pair = torch.stack([logits[no_id], logits[yes_id]]).to(torch.float32)
+        return float(torch.log_softmax(pair, dim=0)[1].exp())
+
+    return score

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,10 +13,14 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from pytest_django.fixtures import Settings
 
+from kbservice.embedded import BASE_DIR
 from rerank.engines import get_engine, reset_engine
 from rerank.engines.lite import LiteEngine
 from rerank.engines.transformers_engine import TransformersEngine
 from rerank.engines.vllm_server_engine import VllmServerEngine
+
+QUERY = "How do I reset my password?"
+DOCUMENT = "Open Settings, choose Account, then Reset password."
 
 
 @pytest.fixture(autouse=True)
@@ -55,3 +63,27 @@ def test_vllm_server_backend_needs_a_url(settings: Settings, tiny_qwen3: Path) -
 
     assert isinstance(engine, VllmServerEngine)
     assert engine.url == "http://127.0.0.1:9"
+
+
+def test_vllm_backend_builds_the_in_process_vllm_engine_on_the_configured_model(tiny_qwen3: Path) -> None:
+    """Built in a process of its own: an in-process vLLM engine is process-wide state (its own LLM
+    cache, its kernel registrations), which must not leak into the engines other tests build here."""
+    script = (
+        "import json, django; django.setup()\n"
+        "from rerank.engines import get_engine\n"
+        "engine = get_engine()\n"
+        "print(json.dumps({'class': type(engine).__name__, 'name': engine.name, 'model': engine.model,\n"
+        "                  'max_tokens': engine._fitter.max_tokens, 'same': get_engine() is engine,\n"
+        "                  'score': engine.score(QUERY, [DOCUMENT])[0]}))\n"
+    ).replace("QUERY", repr(QUERY)).replace("DOCUMENT", repr(DOCUMENT))
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "kbservice.settings", "KB_RERANK_BACKEND": "vllm",
+           "KB_RERANK_MODEL": str(tiny_qwen3), "KB_RERANK_MAX_TOKENS": "512", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=BASE_DIR)
+    assert done.returncode == 0, done.stderr[-3000:]
+    built = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert {key: built[key] for key in ("class", "name", "model", "max_tokens", "same")} == {
+        "class": "VllmEngine", "name": "vllm", "model": str(tiny_qwen3), "max_tokens": 512, "same": True}
+    # vLLM's default dtype on the CPU is not float32: near the transformers engine's score, not equal.
+    assert built["score"] == pytest.approx(TransformersEngine(str(tiny_qwen3)).score(QUERY, [DOCUMENT])[0], abs=0.02)

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from rerank.engines.base import DEFAULT_INSTRUCTION, WEB_SEARCH_INSTRUCTION, PromptFitter, format_pair
 from rerank.engines.transformers_engine import TransformersEngine
+from tests.rerank.conftest import reference_scorer
 
 QUERY = "How do I reset my password?"
 DOCUMENTS = [
@@ -29,27 +29,7 @@ ReferenceScore = Callable[[str, str, str], float]
 
 @pytest.fixture(scope="module")
 def reference(tiny_qwen3: Path) -> ReferenceScore:
-    """The model card's recipe, written out without padding, batching or truncation."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
-    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32).eval()
-    no_id = tokenizer.convert_tokens_to_ids("no")
-    yes_id = tokenizer.convert_tokens_to_ids("yes")
-
-    def score(instruction: str, query: str, document: str) -> float:
-        prompt = (
-            "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
-            'the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
-            "<|im_start|>user\n"
-            f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
-            "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-        )
-        input_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
-        with torch.no_grad():
-            logits = model(input_ids=input_ids).logits[0, -1, :]
-        pair = torch.stack([logits[no_id], logits[yes_id]]).to(torch.float32)
-        return float(torch.log_softmax(pair, dim=0)[1].exp())
-
-    return score
+    return reference_scorer(tiny_qwen3)
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +109,19 @@ def test_truncation_cuts_the_document_and_keeps_the_suffix(
 
 
 def test_a_huge_query_is_cut_before_the_document_disappears(
-    engine: TransformersEngine, forward_calls: list[list[list[int]]]
+    engine: TransformersEngine, tiny_qwen3: Path, reference: ReferenceScore, forward_calls: list[list[list[int]]]
 ) -> None:
-    engine.score(HUGE, ["Open Settings, choose Account, then Reset password."])
+    document = "Open Settings, choose Account, then Reset password."
+    score = engine.score(HUGE, [document])[0]
 
     (prompt,) = forward_calls[0]
     assert len(prompt) <= 256
+    text = str(AutoTokenizer.from_pretrained(tiny_qwen3).decode(prompt))
+    # The whole document is read; the query is what was cut, to a prefix of itself.
+    assert f"\n<Document>: {document}<|im_end|>" in text, text
+    cut_query = text.split("<Query>: ", 1)[1].split("\n<Document>: ", 1)[0]
+    assert 0 < len(cut_query) < len(HUGE) and HUGE.startswith(cut_query)
+    assert score == pytest.approx(reference(DEFAULT_INSTRUCTION, cut_query, document), abs=1e-5)
 
 
 def test_duplicates_are_scored_once(engine: TransformersEngine, forward_calls: list[list[list[int]]]) -> None:

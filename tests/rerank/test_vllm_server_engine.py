@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from rerank.engines.base import WEB_SEARCH_INSTRUCTION
 from rerank.engines.transformers_engine import TransformersEngine
 from rerank.engines.vllm_engine import QWEN3_RERANKER_OVERRIDES
 from rerank.engines.vllm_server_engine import RerankServerError, VllmServerEngine
+from tests.helpers import wait_until
 
 MAX_TOKENS = 512
 STARTUP_TIMEOUT = 240.0
@@ -44,9 +46,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny_qwen3: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's output, with uvicorn's access log: one line per request it answered."""
+    return tmp_path_factory.mktemp("vllm-server") / "server.log"
+
+
+def _refused_requests(log_path: Path) -> int:
+    return len(re.findall(r'"POST \S+ HTTP/1\.1" 404', log_path.read_text(errors="replace")))
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_qwen3: Path, server_log: Path) -> Iterator[str]:
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    log_path = server_log
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(tiny_qwen3),
@@ -60,7 +72,7 @@ def server_url(tiny_qwen3: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "--host", "127.0.0.1",
         "--port", str(port),
     ]  # fmt: skip
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1", "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
         # Own session: teardown signals the server and its engine-core child, nothing else.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -112,13 +124,15 @@ def test_scores_equal_the_transformers_engine(
     engine.close()
 
 
-def test_a_wrong_model_name_is_an_error_not_a_retry(server_url: str, tiny_qwen3: Path) -> None:
+def test_a_wrong_model_name_is_an_error_not_a_retry(server_url: str, server_log: Path, tiny_qwen3: Path) -> None:
     engine = VllmServerEngine(server_url, "not-served", tokenizer=str(tiny_qwen3), retries=3)
 
-    started = time.monotonic()
+    refused_before = _refused_requests(server_log)
     with pytest.raises(RerankServerError, match="HTTP 404"):
         engine.score(QUERY, DOCUMENTS[:1])
-    assert time.monotonic() - started < 1.0
+    # One request reached the server, not four: a 404 is not retried (counted in its access log).
+    wait_until(lambda: _refused_requests(server_log) > refused_before, timeout=30)
+    assert _refused_requests(server_log) == refused_before + 1
 
 
 def test_an_unreachable_server_fails_after_bounded_retries(tiny_qwen3: Path) -> None:

@@ -136,3 +136,16 @@ def widget_key(demo_kb: KnowledgeBase, live_server: Any, tmp_path: Path, monkeyp
     monkeypatch.setattr(demo_access, "DEMO_KEY_FILE", tmp_path / "demo_widget_key")
     call_command("kb_setup_demo_access", "--origin", live_server.url, stdout=io.StringIO(), stderr=io.StringIO())
     return (tmp_path / "demo_widget_key").read_text().strip()
+
+
+def wait_for_answers(count: int = 1) -> None:
+    """Until ``count`` questions are answered and recorded on the server (an answer is written with its
+    question, in one statement). The first answers of a session can take up to the rerank deadline on a
+    busy machine; the page is then judged with the usual expect() timeout, not one guessed for the ask."""
+    from django.conf import settings as django_settings
+
+    from chat.models import Question
+    from tests.helpers import wait_until
+
+    wait_until(lambda: Question.objects.filter(state=Question.State.ANSWERED).count() >= count,
+               timeout=3 * django_settings.KB_RERANK_TIMEOUT + 60)

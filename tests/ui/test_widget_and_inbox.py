@@ -14,6 +14,7 @@ from pytest_django.fixtures import Settings
 from chat.models import Feedback, Message, Question, Ticket
 from knowledge.models import KnowledgeBase
 from knowledge.services import faq_entries_embed, faq_entry_create
+from tests.ui.conftest import wait_for_answers
 
 pytestmark = pytest.mark.worker
 
@@ -36,6 +37,7 @@ def test_customer_asks_in_chinese_rates_and_asks_for_a_person_then_an_agent_answ
     box.fill("扫码支付的时候提示交易异常，请稍后再试，怎么办")
     box.press("Enter")
     mark = page.locator("#kb-chat-widget mark").first
+    wait_for_answers(1)
     expect(mark).to_be_visible()
     question = Question.objects.select_related("ticket").get()
     answer = question.response["answer"]
