@@ -82,9 +82,13 @@ class UpStack:
         """SIGKILL a supervised process and its own children, as the OOM killer would (parent first,
         so that a prefork parent cannot replace its pool children)."""
         process = self.child(marker)
-        for member in [process, *process.children(recursive=True)]:
+        members = [process, *process.children(recursive=True)]
+        for member in members:
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.kill()
+        # Gone, sockets closed, before the test goes on: a consumer still blocked in Redis' BRPOP
+        # would otherwise be handed the next message and die with it (lost, never unacknowledged).
+        psutil.wait_procs(members, timeout=30)
         return process
 
     def stop(self) -> int:
