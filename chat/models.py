@@ -151,6 +151,7 @@ class Message(models.Model):
         API = "api", "API"
         CONSOLE = "console", "Console"
         HELPDESK = "helpdesk", "Helpdesk"
+        SYSTEM = "system", "kbservice"  # e.g. a question the engine could not answer, handed off
 
     ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="messages")
     kind = models.CharField(max_length=16, choices=Kind.choices)

@@ -19,6 +19,16 @@ def question_answer_task(*, question_id: int) -> bool:
 
 
 @shared_task
+def questions_pending_sweep_task() -> dict[str, list[int]]:
+    """Celery beat: queue again the questions whose answer never came; hand off the ones past hope."""
+    from chat.services.tickets import questions_pending_sweep
+
+    retried, handed_off = questions_pending_sweep(retry_after=settings.KB_QUESTION_RETRY_AFTER,
+                                                  give_up_after=settings.KB_QUESTION_GIVE_UP_AFTER)
+    return {"retried": retried, "handed_off": handed_off}
+
+
+@shared_task
 def knowledge_base_calibrate_task(*, kb_id: int) -> int | None:
     """The admin's "Calibrate now": the base's own evidence (similar questions, reviewed feedback)."""
     from chat.services.calibration import knowledge_base_calibrate_by_id

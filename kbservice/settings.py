@@ -290,9 +290,17 @@ KB_RERANK_CACHE_DIR = Path(env_str("KB_RERANK_CACHE_DIR", str(VAR_DIR / "cache")
 KB_CASES_BACKGROUND_AT = env_int("KB_CASES_BACKGROUND_AT", 200, minimum=0)
 KB_CALIBRATION_MIN_NEW_FEEDBACK = env_int("KB_CALIBRATION_MIN_NEW_FEEDBACK", 20, minimum=1)
 KB_CALIBRATION_CHECK_HOURS = env_float("KB_CALIBRATION_CHECK_HOURS", 6.0, minimum=0.01)
+# --- Ticket questions (chat.services.tickets): one whose answer has not come this long after it was
+# asked is queued again (its task was lost with a dying worker, or failed); past the give-up age the
+# ticket goes to a person instead. Retry after the broker's own redelivery (visibility timeout) had its turn.
+KB_QUESTION_RETRY_AFTER = env_int("KB_QUESTION_RETRY_AFTER", 180, minimum=1)
+KB_QUESTION_GIVE_UP_AFTER = env_int("KB_QUESTION_GIVE_UP_AFTER", 900, minimum=2)
+KB_QUESTION_SWEEP_SECONDS = env_int("KB_QUESTION_SWEEP_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "knowledge-bases-recalibrate": {"task": "chat.tasks.knowledge_bases_recalibrate_task",
                                     "schedule": KB_CALIBRATION_CHECK_HOURS * 3600},
+    "questions-pending-sweep": {"task": "chat.tasks.questions_pending_sweep_task",
+                                "schedule": KB_QUESTION_SWEEP_SECONDS},
 }
 # Execution slots of the rerank worker's thread pool: concurrent requests the micro-batcher can merge.
 KB_RERANK_CONCURRENCY = env_int("KB_RERANK_CONCURRENCY", 16, minimum=1)

@@ -289,11 +289,15 @@ def ask_record(*, kb: KnowledgeBase, params: AskParams, normalized: str, value: 
 @transaction.atomic
 def _pending_answered(*, kb: KnowledgeBase, pending: Question, normalized: str, value: dict[str, Any], cache: str,
                       channel: str, timings: dict[str, float]) -> Recorded:
-    Question.objects.filter(pk=pending.pk).update(
+    # Conditional: of two deliveries of one question (a re-queued one, see questions_pending_sweep), or
+    # an answer arriving after the sweep gave up on it, only the first records anything.
+    answered = Question.objects.filter(pk=pending.pk, state=Question.State.PENDING).update(
         normalized=normalized, state=Question.State.ANSWERED, decision=value["decision"], response=value,
         rerank_status=value["rerank"]["status"], answered_at=timezone.now(),
     )
     question = Question.objects.select_related("ticket").get(pk=pending.pk)
+    if not answered:
+        return Recorded(ticket=question.ticket.public_id, question_id=question.pk)
     top = value["answer"]
     AskLog.objects.create(
         kb=kb, question=question, text=question.text, normalized=question.normalized, decision=value["decision"],

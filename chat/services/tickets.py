@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -49,6 +51,35 @@ def question_answer(*, question_id: int) -> bool:
         return False
     ticket = question.ticket
     ask(kb=ticket.kb, params=question_params(question), ticket=ticket, channel=ticket.channel, pending=question)
+    return True
+
+
+def questions_pending_sweep(*, retry_after: float, give_up_after: float) -> tuple[list[int], list[int]]:
+    """The questions whose answer never came, as Celery beat finds them: a task can be lost (a worker
+    killed while Redis hands it a message) or fail. Pending past ``retry_after`` seconds: queued again,
+    at most once per ``retry_after`` (a backed-up queue is not flooded; a duplicate is harmless, the
+    first answer wins). Past ``give_up_after``: marked failed and the ticket handed to a person, so the
+    customer is not left waiting on a machine that will not answer. Returns (re-queued, handed off)."""
+    now = timezone.now()
+    stale = Question.objects.filter(state=Question.State.PENDING, created_at__lt=now - timedelta(seconds=retry_after))
+    hopeless = stale.filter(created_at__lt=now - timedelta(seconds=give_up_after))
+    handed_off = [question.pk for question in hopeless.select_related("ticket") if _question_give_up(question)]
+    retried = []
+    for question_id in stale.exclude(pk__in=handed_off).values_list("pk", flat=True):
+        if cache.add(f"question-requeued:{question_id}", 1, timeout=int(retry_after)):
+            _enqueue_answer(question_id)
+            retried.append(question_id)
+    if retried or handed_off:
+        logger.warning("pending questions: re-queued %s, handed off %s", retried, handed_off)
+    return retried, handed_off
+
+
+@transaction.atomic
+def _question_give_up(question: Question) -> bool:
+    if not Question.objects.filter(pk=question.pk, state=Question.State.PENDING).update(state=Question.State.FAILED):
+        return False  # answered meanwhile
+    if question.ticket.status != Ticket.Status.RESOLVED:
+        ticket_hand_off(ticket=question.ticket, via=Message.Via.SYSTEM)
     return True
 
 
