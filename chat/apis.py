@@ -16,10 +16,10 @@ from rest_framework.views import APIView
 
 from chat.conversation import (
     message_item,
-    messages_after,
     ticket_conversation,
     ticket_conversation_prefetch,
     ticket_cursor,
+    ticket_poll,
 )
 from chat.models import ApiKey, Decision, Feedback, Message, Question, Scope, Ticket
 from chat.services.ask import AskParams, ask, question_clean
@@ -373,12 +373,13 @@ class TicketMessagesApi(APIView):
     def get(self, request: Request, public_id: str) -> Response:
         query = MessagesQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        ticket = ticket_for(request, public_id)
         after = query.validated_data["after"]
-        items = [message_item(message) for message in messages_after(ticket=ticket, after=after)]
-        return Response({"ticket": str(ticket.public_id), "status": ticket.status,
-                         "assigned": ticket.assigned_to_id is not None, "messages": items,
-                         "cursor": max((item["seq"] for item in items), default=after)})
+        poll = ticket_poll(public_id=public_id, after=after)
+        if poll is None or (isinstance(request.auth, ApiKey) and not request.auth.allows_kb(poll.kb_id)):
+            raise exceptions.NotFound("No such ticket.")
+        items = [message_item(message) for message in poll.messages]
+        return Response({"ticket": str(public_id), "status": poll.status, "assigned": poll.assigned,
+                         "messages": items, "cursor": max((item["seq"] for item in items), default=after)})
 
     @extend_schema(request=CustomerMessageInput, responses={201: ConversationItemOutput, **errors(400, 404)},
                    operation_id="ticket_message_create")

@@ -3,11 +3,15 @@ events (``Message`` rows), in time order, in the one shape the API, the widget a
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db import connection
+from django.db.models import Prefetch, prefetch_related_objects
 
 from chat.models import Message, Question, Ticket
+from knowledge.models import FaqEntry
 
 ANSWER_KEYS = ("answer", "alternatives", "rerank")
 
@@ -40,8 +44,42 @@ def question_items(question: Question) -> list[dict[str, Any]]:
     return items
 
 
-def messages_after(*, ticket: Ticket, after: int = 0) -> QuerySet[Message]:
-    return Message.objects.filter(ticket=ticket, pk__gt=after).select_related("entry").order_by("pk")
+@dataclass(frozen=True)
+class TicketPoll:
+    kb_id: int
+    status: str
+    assigned: bool
+    messages: list[Message]
+
+
+# A widget's poll is the request hundreds of open widgets repeat every few seconds: the ticket and what
+# came after the cursor in one statement, one round trip and no ORM query compilation (which was most
+# of a poll's cost). The ticket row comes back once even with no message after the cursor.
+_POLL = """
+SELECT t.kb_id, t.status, t.assigned_to_id IS NOT NULL, m.id, m.kind, m.body, m.event, m.via, m.created_at,
+       m.author_name, m.entry_edited, e.id, e.external_id, e.question
+FROM chat_ticket t
+LEFT JOIN chat_message m ON m.ticket_id = t.id AND m.id > %(after)s
+LEFT JOIN knowledge_faqentry e ON e.id = m.entry_id
+WHERE t.public_id = %(ticket)s
+ORDER BY m.id"""
+
+
+def ticket_poll(*, public_id: uuid.UUID | str, after: int = 0) -> TicketPoll | None:
+    """The ticket's state and its messages after the cursor, oldest first; None for an unknown ticket."""
+    with connection.cursor() as cursor:
+        cursor.execute(_POLL, {"ticket": public_id, "after": after})
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    messages = [
+        Message(pk=row[3], kind=row[4], body=row[5], event=row[6], via=row[7], created_at=row[8], author_name=row[9],
+                entry_edited=row[10],
+                entry=None if row[11] is None else FaqEntry(pk=row[11], external_id=row[12], question=row[13]))
+        for row in rows if row[3] is not None
+    ]
+    kb_id, status, assigned = rows[0][:3]
+    return TicketPoll(kb_id=kb_id, status=status, assigned=assigned, messages=messages)
 
 
 def ticket_conversation(*, ticket: Ticket) -> list[dict[str, Any]]:

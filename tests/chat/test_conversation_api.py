@@ -62,6 +62,7 @@ def test_conversation_in_order_and_the_cursor_poll(
     assert kinds == [("question", "退款多久到账"), ("answer", asked["decision"]), ("event", "handed_off"),
                      ("event", "assigned"), ("agent", refund.answer), ("customer", "谢谢，我再等等")]
     assert whole["messages"][1]["answer"]["id"] == asked["answer"]["id"]
+    assert whole["messages"][4] == new["messages"][1]  # the poll says what the whole conversation says
     assert whole["cursor"] == Message.objects.latest("pk").pk
 
 
