@@ -140,4 +140,32 @@ def run_concurrently(work: Callable[[Item], Outcome], batch: list[Item], concurr
     return outcomes, time.perf_counter() - started
 
 
+
+def run_arriving(work: Callable[[Item], Outcome], batch: list[Item], rate: float, *, max_seconds: float, desc: str,
+                 seed: int = 3) -> tuple[list[Outcome], float]:
+    """``work`` on the items of ``batch`` as customers arrive: Poisson arrivals at ``rate`` per second,
+    each started at its time whether or not earlier ones finished (an open loop: a slow server meets
+    the same demand, rather than less of it). Returns the outcomes and the seconds taken."""
+    rng = random.Random(seed)
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+
+    def one(item: Item, bar: tqdm[Any]) -> None:
+        outcome = work(item)
+        with lock:
+            outcomes.append(outcome)
+            bar.update(1)
+
+    started = time.perf_counter()
+    with tqdm(total=len(batch), desc=desc, unit="req") as bar, ThreadPoolExecutor(256) as pool:
+        due = 0.0
+        for item in batch:
+            due += rng.expovariate(rate)
+            if due > max_seconds:
+                break
+            time.sleep(max(0.0, started + due - time.perf_counter()))
+            pool.submit(one, item, bar)
+    return outcomes, time.perf_counter() - started
+
+
 _END = object()

@@ -5,8 +5,10 @@ gunicorn 2 workers x 8 threads, the CPU worker, the rerank worker, the demo know
 --widgets tickets under one publishable key, then runs the same ask traffic twice, side by side in one
 run:
 
-1. asks alone: --concurrency customers asking in a closed loop for --seconds (a share repeats an
-   earlier question of the phase, as customers do), from an empty answer cache;
+1. asks alone for --seconds (a share repeats an earlier question of the phase, as customers do), from
+   an empty answer cache: customers arriving at --ask-rate per second (an open loop, the demand of a
+   site whose other customers keep coming), or with --ask-rate 0 --concurrency customers asking in a
+   closed loop (the machine saturated: what share of its capacity the polls take);
 2. the very same asks, from an empty answer cache again, while every handed-off ticket's widget polls
    `GET /api/v1/tickets/{id}/messages?after=` as the widget does (every 3 s after the previous poll
    returned), and agents reply to random tickets (--replies-per-second, through the console's
@@ -15,7 +17,7 @@ run:
 Prints the asks' p50/p95/p99 and throughput per phase and their ratio, the polls' rate, latency and
 errors, and how long replies took to reach a polling widget (the issue's promise: within 5 s).
 
-    .venv/bin/python bench/widget_polls.py [--widgets 300] [--seconds 60] [--concurrency 8]
+    .venv/bin/python bench/widget_polls.py [--widgets 300] [--seconds 60] [--ask-rate 1.5 | 0 --concurrency 8]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 import httpx
 from _stack import bench_stack, log, percentile, start_product
-from _traffic import Question, questions, run_concurrently
+from _traffic import Question, questions, run_arriving, run_concurrently
 
 ORIGIN = "https://shop.example"
 POLL_MS = 3000  # chat/static/chat/widget/widget.js: POLL_MS
@@ -70,9 +72,9 @@ def ask_plan(pool: list[Question], count: int, repeat_rate: float, seed: int) ->
     return plan
 
 
-def run_asks(base: str, key: str, plan: list[str], *, concurrency: int, seconds: float, desc: str
+def run_asks(base: str, key: str, plan: list[str], *, rate: float, concurrency: int, seconds: float, desc: str
              ) -> tuple[list[Asked], float]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, limits=limits,
                       timeout=REQUEST_TIMEOUT) as client:
         def one(text: str) -> Asked:
@@ -87,6 +89,8 @@ def run_asks(base: str, key: str, plan: list[str], *, concurrency: int, seconds:
             body = response.json()
             return Asked(ms, response.status_code, body["cache"], body["rerank"]["status"])
 
+        if rate > 0:
+            return run_arriving(one, plan, rate, max_seconds=seconds, desc=desc)
         return run_concurrently(one, plan, concurrency, max_seconds=seconds, desc=desc)
 
 
@@ -169,7 +173,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widgets", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=60, help="length of each phase")
-    parser.add_argument("--concurrency", type=int, default=8, help="customers asking at once")
+    parser.add_argument("--ask-rate", type=float, default=1.5, help="asks arriving per second; 0: a closed loop")
+    parser.add_argument("--concurrency", type=int, default=8, help="with --ask-rate 0: customers asking at once")
     parser.add_argument("--repeat-rate", type=float, default=0.6)
     parser.add_argument("--replies-per-second", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=11)
@@ -195,9 +200,9 @@ def main() -> int:
         log(f"{len(waiting)} tickets handed off, one widget each")
 
         plan = ask_plan(questions(args.seed), 100_000, args.repeat_rate, args.seed)
-        run_asks(base, ask_key, plan[:16], concurrency=4, seconds=args.seconds, desc="warm-up")
+        run_asks(base, ask_key, plan[:16], rate=0, concurrency=4, seconds=args.seconds, desc="warm-up")
         answer_cache_clear()
-        before, before_s = run_asks(base, ask_key, plan, concurrency=args.concurrency,
+        before, before_s = run_asks(base, ask_key, plan, rate=args.ask_rate, concurrency=args.concurrency,
                                     seconds=args.seconds, desc="asks alone")
         answer_cache_clear()
 
@@ -212,8 +217,8 @@ def main() -> int:
         polls_before = len(polls.ms)
         started = time.perf_counter()
         replier.start()
-        after, after_s = run_asks(base, ask_key, plan, concurrency=args.concurrency, seconds=args.seconds,
-                                  desc=f"asks + {args.widgets} polling widgets")
+        after, after_s = run_asks(base, ask_key, plan, rate=args.ask_rate, concurrency=args.concurrency,
+                                  seconds=args.seconds, desc=f"asks + {args.widgets} polling widgets")
         poll_rate = (len(polls.ms) - polls_before) / (time.perf_counter() - started)
         stop.set()
         replier.join()
