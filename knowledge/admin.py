@@ -398,8 +398,13 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
     def calibrated_threshold(self, obj: KnowledgeBase) -> str:
         if obj.calibration is None:
             return "uncalibrated"
-        threshold = obj.calibration.answer_threshold
-        return "does not auto-answer" if threshold is None else f"≥ {threshold}"
+        def at(threshold: float | None) -> str:
+            return "does not auto-answer" if threshold is None else f"≥ {threshold}"
+
+        if obj.calibration.by_language:
+            return " · ".join(f"{language} {at(fitted['answer_threshold'])}"
+                              for language, fitted in obj.calibration.by_language.items())
+        return at(obj.calibration.answer_threshold)
 
     @admin.display(description="calibration")
     def calibration_panel(self, obj: KnowledgeBase) -> str:

@@ -204,6 +204,11 @@ class Calibration(models.Model):
     # [{"cutoff", "answered", "correct", "coverage", "precision", "lower_bound"}], strictest first.
     risk_coverage = models.JSONField(default=list)
     summary = models.JSONField(default=dict, help_text="Suggest share, no-answer hand-off rate, cut-offs tested.")
+    # Evidence in more than one language: thresholds fitted and certified per language, {language:
+    # {"answer_threshold", "suggest_threshold", "precision_bound", "coverage", "labels_needed", "questions"}}.
+    # A reranker's scores need not mean the same in every language, so a question is decided by its
+    # language's thresholds, and a language without evidence is not auto-answered. Empty: one language.
+    by_language = models.JSONField(default=dict, blank=True)
     # Newest reviewed console feedback it used: scheduled re-calibration runs when newer has accumulated.
     feedback_until = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -217,6 +222,13 @@ class Calibration(models.Model):
 
     def applies_to(self, *, engine: str, model: str, embed_model: str) -> bool:
         return (self.engine, self.model, self.embed_model) == (engine, model, embed_model)
+
+    @property
+    def auto_answers(self) -> bool:
+        """Whether any question can be auto-answered: some cut-off was certified (in some language)."""
+        if self.by_language:
+            return any(fitted["answer_threshold"] is not None for fitted in self.by_language.values())
+        return self.answer_threshold is not None
 
 
 class CaseExpect(models.TextChoices):

@@ -18,7 +18,7 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30, interval
 
 
 def calibration_in_force(kb: KnowledgeBase, *, answer: float | None, suggest: float, engine: str = "lite",
-                         model: str = "") -> Calibration:
+                         model: str = "", by_language: dict | None = None) -> Calibration:
     """Put a calibration with these thresholds in force, as kb_calibrate records it, for the lite engine the
     test rerank worker runs (or another engine/model, to test that it then does not apply)."""
     from knowledge.services import knowledge_base_calibration_record
@@ -28,4 +28,4 @@ def calibration_in_force(kb: KnowledgeBase, *, answer: float | None, suggest: fl
         kb_id=kb.pk, engine=engine, model=model or LITE_MODEL, target_precision=0.9, confidence=0.95,
         answer_threshold=answer, suggest_threshold=suggest, precision_bound=None if answer is None else 0.9,
         coverage=0.5, labels_needed=None, evidence={"queries": {"questions": 30, "answerable": 30, "no_answer": 0}},
-        risk_coverage=[], summary={}, feedback_until=0)
+        risk_coverage=[], summary={}, feedback_until=0, by_language=by_language or {})

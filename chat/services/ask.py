@@ -70,13 +70,19 @@ class Thresholds:
     calibrated: bool
 
 
-def decision_thresholds(*, kb: KnowledgeBase, engine: str, model: str) -> Thresholds:
-    """The calibration's thresholds when it measured this engine, model and embedding model; otherwise
-    the uncalibrated rule: nothing vouches for any score, so never auto-answer, only suggest or hand off."""
+def decision_thresholds(*, kb: KnowledgeBase, engine: str, model: str, language: str) -> Thresholds:
+    """The calibration's thresholds when it measured this engine, model and embedding model (its
+    thresholds for the question's language, when it was fitted per language); otherwise the
+    uncalibrated rule: nothing vouches for any score, so never auto-answer, only suggest or hand off."""
     calibration = kb.calibration
-    if calibration is not None and calibration.applies_to(engine=engine, model=model, embed_model=kb.embed_model):
+    if calibration is None or not calibration.applies_to(engine=engine, model=model, embed_model=kb.embed_model):
+        return Thresholds(answer=None, suggest=kb.suggest_threshold, calibrated=False)
+    if not calibration.by_language:
         return Thresholds(answer=calibration.answer_threshold, suggest=calibration.suggest_threshold, calibrated=True)
-    return Thresholds(answer=None, suggest=kb.suggest_threshold, calibrated=False)
+    fitted = calibration.by_language.get(language)
+    if fitted is None:  # no evidence in this language: its scores are vouched for by nothing
+        return Thresholds(answer=None, suggest=calibration.suggest_threshold, calibrated=False)
+    return Thresholds(answer=fitted["answer_threshold"], suggest=fitted["suggest_threshold"], calibrated=True)
 
 
 def decide(*, thresholds: Thresholds, top_score: float | None, degraded: bool, has_candidates: bool) -> str:
@@ -142,7 +148,7 @@ def compose_answer(*, kb: KnowledgeBase, params: AskParams, language: str, candi
     degraded = outcome.status != "ok" and bool(candidates)
     top_score = scored[0][1] if scored else None
     engine, model = rerank_identity(outcome)
-    thresholds = decision_thresholds(kb=kb, engine=engine, model=model)
+    thresholds = decision_thresholds(kb=kb, engine=engine, model=model, language=language)
     decision = decide(thresholds=thresholds, top_score=top_score, degraded=degraded, has_candidates=bool(scored))
     started = time.perf_counter()
     shown = [

@@ -155,11 +155,13 @@ def knowledge_base_calibrate(*, kb: KnowledgeBase, query_rows: Sequence[dict[str
     run = queries_score(kb=kb, queries=[item.query for item in evidence], progress=progress)
     counts: dict[str, dict[str, int]] = {}
     observations: list[Observation] = []
+    by_language: dict[str, list[Observation]] = {}
     for item, scored in zip(evidence, run.scored, strict=True):
         observation = _observation(item, scored, top_n=kb.top_n)
         if observation is None:
             continue
         observations.append(observation)
+        by_language.setdefault(scored.recall.language, []).append(observation)
         bucket = counts.setdefault(item.source, {"questions": 0, "answerable": 0, "no_answer": 0})
         bucket["questions"] += 1
         bucket["answerable" if observation.answerable else "no_answer"] += 1
@@ -173,13 +175,26 @@ def knowledge_base_calibrate(*, kb: KnowledgeBase, query_rows: Sequence[dict[str
                                  if no_answer else None),
         "questions": len(observations),
     }
+    per_language = {} if len(by_language) < 2 else {
+        language: language_thresholds_fit(group, target=target, confidence=confidence)
+        for language, group in sorted(by_language.items())}
     return knowledge_base_calibration_record(
         kb_id=kb.pk, engine=run.engine, model=run.model, target_precision=target, confidence=confidence,
         answer_threshold=found.answer_threshold, suggest_threshold=suggest, precision_bound=found.precision_bound,
         coverage=found.coverage, labels_needed=found.labels_needed, evidence=counts,
         risk_coverage=[asdict(row) for row in risk_coverage(observations, confidence=confidence)],
-        summary=summary, feedback_until=feedback_until,
+        summary=summary, feedback_until=feedback_until, by_language=per_language,
     )
+
+
+def language_thresholds_fit(observations: Sequence[Observation], *, target: float, confidence: float
+                            ) -> dict[str, Any]:
+    """One language's thresholds, searched on its questions alone: its guarantee is about its questions."""
+    found = answer_threshold_search(observations, target=target, confidence=confidence)
+    return {"answer_threshold": found.answer_threshold,
+            "suggest_threshold": suggest_threshold_choose(observations, answer_threshold=found.answer_threshold),
+            "precision_bound": found.precision_bound, "coverage": found.coverage,
+            "labels_needed": found.labels_needed, "questions": len(observations)}
 
 
 def knowledge_base_calibrate_by_id(*, kb_id: int) -> int | None:

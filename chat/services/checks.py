@@ -61,7 +61,7 @@ def case_passes(*, expect: str, entry_id: int | None, decision: str, shown: Sequ
 
 
 def _outcome(*, kb: KnowledgeBase, case: RegressionCase, scored: Scored, engine: str, model: str) -> dict[str, Any]:
-    thresholds = decision_thresholds(kb=kb, engine=engine, model=model)
+    thresholds = decision_thresholds(kb=kb, engine=engine, model=model, language=scored.recall.language)
     top = scored.scores[0] if scored.scores else None
     decision = decide(thresholds=thresholds, top_score=top, degraded=False, has_candidates=bool(scored.reranked))
     shown = scored.reranked[: kb.top_n]

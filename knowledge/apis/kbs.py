@@ -43,18 +43,28 @@ MAX_TOP_N = 20
 class KnowledgeBaseOutput(serializers.ModelSerializer):
     answer_threshold = serializers.SerializerMethodField(
         help_text="Set by kb_calibrate, never by hand: the current calibration's answer threshold; null when the "
-                  "base is uncalibrated or nothing could be certified (it then never auto-answers).")
+                  "base is uncalibrated or nothing could be certified (it then never auto-answers). With "
+                  "evidence in several languages, the pooled one: each language decides by its own "
+                  "(answer_thresholds_by_language).")
+    answer_thresholds_by_language = serializers.SerializerMethodField(
+        help_text="When the calibration was fitted per language: each language's answer threshold (null: that "
+                  "language is not auto-answered); a language not listed is not auto-answered. Empty otherwise.")
 
     class Meta:
         model = KnowledgeBase
         fields = ["slug", "name", "description", "languages", "embed_model", "embed_dimensions",
-                  "pending_embed_model", "rerank_instruction", "answer_threshold", "suggest_threshold",
-                  "target_precision", "target_confidence", "recall_k", "rerank_k", "top_n", "content_generation",
-                  "created_at", "updated_at"]
+                  "pending_embed_model", "rerank_instruction", "answer_threshold", "answer_thresholds_by_language",
+                  "suggest_threshold", "target_precision", "target_confidence", "recall_k", "rerank_k", "top_n",
+                  "content_generation", "created_at", "updated_at"]
         read_only_fields = fields
 
     def get_answer_threshold(self, kb: KnowledgeBase) -> float | None:
         return kb.calibration.answer_threshold if kb.calibration is not None else None
+
+    def get_answer_thresholds_by_language(self, kb: KnowledgeBase) -> dict[str, float | None]:
+        if kb.calibration is None:
+            return {}
+        return {language: fitted["answer_threshold"] for language, fitted in kb.calibration.by_language.items()}
 
 
 # A pattern, not an enum: drf-spectacular names enums after their property, and this one would be a

@@ -68,6 +68,27 @@ def test_decision_follows_the_calibrated_thresholds(
         assert (body["decision"], body["calibrated"], body["thresholds"]["answer"]) == (expected, True, answer_at)
 
 
+def test_a_calibration_fitted_per_language_decides_each_question_by_its_own(
+    api: httpx.Client, shop: KnowledgeBase, rerank_worker: WorkerProcess
+) -> None:
+    """GIVEN a calibration whose pooled thresholds would auto-answer everything, fitted per language with
+    only Chinese evidence certified WHEN a Chinese and an English question are asked THEN the Chinese one
+    is answered with the Chinese thresholds; the English one, whose language no evidence vouches for
+    here, is not auto-answered and says it is uncalibrated."""
+    zh = {"answer_threshold": 0.0, "suggest_threshold": 0.0, "precision_bound": 0.95, "coverage": 1.0,
+          "labels_needed": None, "questions": 40}
+    en = {**zh, "answer_threshold": None, "precision_bound": None, "coverage": 0.0, "labels_needed": 30}
+    calibration_in_force(shop, answer=0.0, suggest=0.0, by_language={"zh": zh})
+    chinese, english = _ask(api, "收货地址写错了怎么改"), _ask(api, "How can I delete my account?")
+    assert (chinese["decision"], chinese["calibrated"], chinese["thresholds"]) == (
+        "answer", True, {"answer": 0.0, "suggest": 0.0})
+    assert (english["decision"], english["calibrated"], english["thresholds"]["answer"]) == ("suggest", False, None)
+
+    calibration_in_force(shop, answer=0.0, suggest=0.0, by_language={"zh": zh, "en": en})
+    english = _ask(api, "How can I delete my account?")
+    assert (english["decision"], english["calibrated"], english["thresholds"]["answer"]) == ("suggest", True, None)
+
+
 def test_an_engine_or_model_change_drops_the_base_to_uncalibrated(
     api: httpx.Client, shop: KnowledgeBase, rerank_worker: WorkerProcess
 ) -> None:

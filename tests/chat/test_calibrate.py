@@ -91,11 +91,22 @@ def test_calibrates_on_similar_questions_and_reviewed_feedback_then_answers(
     assert calibration.suggest_threshold <= calibration.answer_threshold
     assert calibration.risk_coverage[0]["cutoff"] == 0.99 and len(calibration.risk_coverage) == 99
 
+    # Evidence in two languages: each is fitted and certified on its own questions (12 of them in Chinese:
+    # 6 similar questions, their 6 left-out copies, the reviewed ask; 12 in English), and decides its own.
+    assert {language: fitted["questions"] for language, fitted in calibration.by_language.items()} == {
+        "zh": phrasings + 1, "en": phrasings}
+    for fitted in calibration.by_language.values():
+        assert fitted["answer_threshold"] is None or fitted["precision_bound"] >= 0.6
+        assert fitted["answer_threshold"] is None or fitted["suggest_threshold"] <= fitted["answer_threshold"]
     bodies = [api.post("/api/v1/ask", json={"kb": "shop", "question": text}).json()
               for texts in SIMILAR.values() for text in texts]
-    assert all(body["calibrated"] and body["thresholds"]["answer"] == calibration.answer_threshold for body in bodies)
-    answered = [body for body in bodies if body["decision"] == "answer"]
-    assert answered and all(body["answer"]["scores"]["rerank"] >= calibration.answer_threshold for body in answered)
+    for body in bodies:
+        fitted = calibration.by_language[body["recall"]["language"]]
+        assert body["calibrated"] and body["thresholds"] == {"answer": fitted["answer_threshold"],
+                                                             "suggest": fitted["suggest_threshold"]}
+        assert (body["decision"] == "answer") == (fitted["answer_threshold"] is not None
+                                                  and body["answer"]["scores"]["rerank"] >= fitted["answer_threshold"])
+    assert any(body["decision"] == "answer" for body in bodies)
 
 
 @pytest.mark.worker

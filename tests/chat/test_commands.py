@@ -73,7 +73,8 @@ def test_kb_eval_reports_every_stage_and_the_decision_mix(
     decision = report["decision"]
     assert (decision["decisions"]["answer"], decision["answer_precision"], decision["false_answer_rate"]) == (
         0, None, 0)
-    assert sum(decision["decisions"].values()) == 6 and report["thresholds"]["calibrated"] is False
+    assert sum(decision["decisions"].values()) == 6
+    assert {language: t["calibrated"] for language, t in report["thresholds"].items()} == {"en": False, "zh": False}
     assert 0.0 <= decision["auroc"] <= 1.0 and 0.0 <= decision["ece"] <= 1.0
     assert [row["cutoff"] for row in decision["risk_coverage"]][:2] == [0.95, 0.9]
     # The four queries naming entries of this base, asked again with those entries left out.
@@ -83,7 +84,7 @@ def test_kb_eval_reports_every_stage_and_the_decision_mix(
     calibration_in_force(shop, answer=0.0, suggest=0.0)  # answers everything
     report = _run("kb_eval", "--kb", "shop", "--queries", str(path), "--wait", "30", "--simulate-no-answer")
     decision = report["decision"]
-    assert report["thresholds"]["calibrated"] is True
+    assert {language: t["calibrated"] for language, t in report["thresholds"].items()} == {"en": True, "zh": True}
     # Right at rank 1 for 4 of the 6; the no-answer question and every left-out copy are false answers.
     assert (decision["coverage"], decision["answer_precision"], decision["false_answer_rate"]) == (1.0, 0.6667, 1.0)
     assert report["simulated_no_answer"]["false_answer_rate"] == 1.0

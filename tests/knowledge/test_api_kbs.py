@@ -30,8 +30,9 @@ def test_create_get_and_list(manager: Client, kb: KnowledgeBase) -> None:
     assert response.status_code == 201, response.content
     body = response.json()
     # Uncalibrated: no answer threshold until kb_calibrate certifies one.
-    assert (body["slug"], body["name"], body["languages"], body["answer_threshold"], body["target_precision"]) == (
-        "globex", "Globex", ["en"], None, 0.9)
+    assert (body["slug"], body["name"], body["languages"], body["answer_threshold"],
+            body["answer_thresholds_by_language"], body["target_precision"]) == (
+        "globex", "Globex", ["en"], None, {}, 0.9)
     assert body["embed_model"] == kb.embed_model and body["embed_dimensions"] == kb.embed_dimensions
     assert call(manager, "GET", "/api/v1/kbs/globex").json() == body
     listed = call(manager, "GET", "/api/v1/kbs").json()

@@ -29,5 +29,5 @@ def test_stale_past_a_tenth_of_the_entries_changed_and_still_in_force(kb: Knowle
     stale = knowledge_base_calibration_state(kb=kb, running=RUNNING)
     assert stale.stale and stale.status == "calibrated" and stale.changed_share == 0.15
 
-    thresholds = decision_thresholds(kb=kb, engine=RUNNING[0], model=RUNNING[1])
+    thresholds = decision_thresholds(kb=kb, engine=RUNNING[0], model=RUNNING[1], language="en")
     assert (thresholds.answer, thresholds.suggest, thresholds.calibrated) == (0.8, 0.3, True)

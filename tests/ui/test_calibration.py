@@ -64,10 +64,15 @@ def test_manager_calibrates_a_base_and_sees_the_guarantee_in_admin_and_insights(
     chart = panel.locator("svg.risk-coverage")
     expect(chart).to_be_visible()
     assert chart.locator("polyline").count() == 2
-    if calibration.answer_threshold is None:
-        expect(panel).to_contain_text("no cut-off could be certified")
-    else:
-        expect(panel).to_contain_text(f"at least {calibration.answer_threshold}")
+    # Chinese and English evidence: thresholds fitted and certified per language, each shown.
+    assert set(calibration.by_language) == {"zh", "en"}
+    expect(panel).to_contain_text("per language")
+    for language, fitted in calibration.by_language.items():
+        row = panel.locator(".cal-languages tbody tr").filter(has=page.get_by_role("cell", name=language, exact=True))
+        expect(row.locator("td").nth(1)).to_have_text(str(fitted["questions"]))
+        expect(row.locator("td").nth(2)).to_contain_text(
+            "never" if fitted["answer_threshold"] is None else str(fitted["answer_threshold"]))
+    if calibration.answer_threshold is not None:  # the pooled figures, for reference
         expect(chart.locator("circle")).to_have_count(1)
     shot(page, "14-admin-kb-calibrated", full_page=True)
 
@@ -77,7 +82,8 @@ def test_manager_calibrates_a_base_and_sees_the_guarantee_in_admin_and_insights(
     expect(section).to_contain_text("Coverage it buys")
     expect(section.locator("svg.risk-coverage")).to_be_visible()
     expect(section.locator(".badge").first).to_have_text(
-        "calibrated" if calibration.answer_threshold is not None else "no auto-answers")
+        "calibrated per language" if calibration.auto_answers else "no auto-answers")
+    expect(section.locator("table caption").first).to_contain_text("Fitted per language")
     shot(page, "14-insights-calibrated", full_page=True)
 
     calibration_in_force(demo_kb, answer=0.5, suggest=0.2, engine="vllm", model="Qwen/Qwen3-Reranker-0.6B")

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from chat.evaluation import EvaluationError, labelled_queries_read
 from chat.services.calibration import CalibrationError, knowledge_base_calibrate, target_check
-from knowledge.models import KnowledgeBase
+from knowledge.models import Calibration, KnowledgeBase
 from knowledge.selectors import knowledge_base_calibration_state
 from rerank.heartbeat import rerank_running
 
@@ -71,18 +71,25 @@ class Command(BaseCommand):
             "target_precision": calibration.target_precision, "confidence": calibration.confidence,
             "answer_threshold": calibration.answer_threshold, "suggest_threshold": calibration.suggest_threshold,
             "precision_bound": calibration.precision_bound, "coverage": calibration.coverage,
-            "labels_needed": calibration.labels_needed, "evidence": calibration.evidence, **calibration.summary,
+            "labels_needed": calibration.labels_needed, "by_language": calibration.by_language,
+            "evidence": calibration.evidence, **calibration.summary,
         }
         self.stdout.write(json.dumps(result, indent=2))
-        if calibration.answer_threshold is None:
-            more = (f"about {calibration.labels_needed} more labelled questions like these might certify it"
-                    if calibration.labels_needed else "no cut-off is precise enough: more labels of the same kind "
+        pooled = {"answer_threshold": calibration.answer_threshold, "precision_bound": calibration.precision_bound,
+                  "coverage": calibration.coverage, "labels_needed": calibration.labels_needed}
+        for language, fitted in (calibration.by_language or {"": pooled}).items():
+            self._report(calibration, f"{kb.slug} ({language} questions)" if language else kb.slug, fitted)
+
+    def _report(self, calibration: Calibration, who: str, fitted: dict[str, Any]) -> None:
+        if fitted["answer_threshold"] is None:
+            more = (f"about {fitted['labels_needed']} more labelled questions like these might certify it"
+                    if fitted["labels_needed"] else "no cut-off is precise enough: more labels of the same kind "
                     "will not help; improve the entries or the reranker")
             self.stdout.write(self.style.WARNING(
                 f"No cut-off reaches precision {calibration.target_precision} at confidence "
-                f"{calibration.confidence}: {kb.slug} will not auto-answer (it suggests); {more}."))
+                f"{calibration.confidence}: {who} will not auto-answer (it suggests); {more}."))
         else:
             self.stdout.write(self.style.SUCCESS(
-                f"{kb.slug} auto-answers at top score >= {calibration.answer_threshold}: precision >= "
-                f"{calibration.precision_bound:.3f} with {calibration.confidence:.0%} confidence, covering "
-                f"{calibration.coverage:.1%} of the evidence questions."))
+                f"{who} auto-answers at top score >= {fitted['answer_threshold']}: precision >= "
+                f"{fitted['precision_bound']:.3f} with {calibration.confidence:.0%} confidence, covering "
+                f"{fitted['coverage']:.1%} of the evidence questions."))

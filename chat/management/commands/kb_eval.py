@@ -100,8 +100,10 @@ class Command(BaseCommand):
         if with_answer:
             report["stages"] = {stage: _metrics(self._rankings(with_answer, stage),
                                                 [s.query.relevant for s in with_answer]) for stage in STAGES}
-        thresholds = decision_thresholds(kb=kb, engine=run.engine, model=run.model)
-        report["thresholds"] = asdict(thresholds)
+        # By the question's language: a calibration fitted per language decides each with its own.
+        thresholds = {language: decision_thresholds(kb=kb, engine=run.engine, model=run.model, language=language)
+                      for language in sorted({item.recall.language for item in run.scored})}
+        report["thresholds"] = {language: asdict(fitted) for language, fitted in thresholds.items()}
         report["decision"] = self._decisions(asked, kb=kb, thresholds=thresholds)
         if simulated:
             report["simulated_no_answer"] = self._decisions(simulated, kb=kb, thresholds=thresholds, table=False)
@@ -126,10 +128,10 @@ class Command(BaseCommand):
         return rankings
 
     @staticmethod
-    def _decisions(scored: list[Scored], *, kb: KnowledgeBase, thresholds: Thresholds,
+    def _decisions(scored: list[Scored], *, kb: KnowledgeBase, thresholds: dict[str, Thresholds],
                    table: bool = True) -> dict[str, Any]:
         observations: list[Observation] = [item.observation(top_n=kb.top_n) for item in scored]
-        decisions = [decide(thresholds=thresholds, top_score=o.score, degraded=False,
+        decisions = [decide(thresholds=thresholds[item.recall.language], top_score=o.score, degraded=False,
                             has_candidates=bool(item.reranked)) for o, item in zip(observations, scored, strict=True)]
         report = asdict(decisions_report(observations, decisions))
         total = len(decisions) or 1
