@@ -8,7 +8,9 @@ scope ask, warms the rerank worker (`manage.py kb_rerank_warmup --kb demo`), and
 (KB_THROTTLE_RATE=1000000/min) so it does not shape the numbers. Then, in one run:
 
 1. latency at concurrency 1, a new question (miss) and a repeat of an already-answered one (hit)
-   alternately, classified by the ``cache`` field of each answer; p50/p95 each and the ratio;
+   alternately, classified by the ``cache`` field of each answer; p50/p95 each and the ratio; first
+   with the base uncalibrated, then with a per-language calibration in force (what calibration costs
+   an ask: its thresholds are looked up on every answer), side by side;
 2. throughput at each --concurrency with --repeat-rate of the requests repeating earlier
    questions (the rest are new): requests/s, latency, errors (must be 0), cache hit rate.
 
@@ -47,6 +49,7 @@ class Result:
     decision: str = ""
     rerank: str = ""
     engine: str = ""
+    model: str = ""
     answered: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""
@@ -71,6 +74,7 @@ class Asker:
         answer = body.get("answer") or {}
         return Result(question, ms, 200, cache=body["cache"], decision=body["decision"],
                       rerank=body["rerank"]["status"], engine=body["rerank"].get("engine", ""),
+                      model=body["rerank"].get("model", ""),
                       answered=answer.get("external_id") or "",
                       timings=body.get("timings_ms", {}))
 
@@ -94,6 +98,23 @@ def describe_answers(results: Iterable[Result]) -> str:
     return (f"top answer = expected entry {sum(right.values())}/{len(ok)} (zh {right['zh']}/{total['zh']}, "
             f"en {right['en']}/{total['en']}); decisions " + ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
             + "; rerank " + ", ".join(f"{k} {v}" for k, v in sorted(reranks.items())))
+
+
+def demo_calibration_put_in_force(*, engine: str, model: str) -> int:
+    """A per-language calibration of the demo base as `make up` fitted one (thresholds and evidence
+    counts of such a run), recorded for the engine and model answering now, so it applies."""
+    from knowledge.models import KnowledgeBase
+    from knowledge.services import knowledge_base_calibration_record
+
+    fitted = {"en": {"answer_threshold": 0.67, "suggest_threshold": 0.07, "precision_bound": 0.928, "coverage": 0.25,
+                     "labels_needed": None, "questions": 160},
+              "zh": {"answer_threshold": 0.85, "suggest_threshold": 0.48, "precision_bound": 0.903,
+                     "coverage": 0.358, "labels_needed": None, "questions": 688}}
+    return knowledge_base_calibration_record(
+        kb_id=KnowledgeBase.objects.get(slug="demo").pk, engine=engine, model=model, target_precision=0.9,
+        confidence=0.95, answer_threshold=0.84, suggest_threshold=0.3, precision_bound=0.909, coverage=0.327,
+        labels_needed=None, evidence={"similar_questions": {"questions": 424, "answerable": 424, "no_answer": 0}},
+        risk_coverage=[], summary={}, feedback_until=0, by_language=fitted).pk
 
 
 def main() -> int:
@@ -127,18 +148,31 @@ def main() -> int:
             warm_results, _ = run_concurrently(asker.ask, warm, 4, max_seconds=args.max_seconds, desc="warm-up")
             asked = [r.question for r in warm_results if not r.error]
 
-            # 1. Hit vs miss, side by side at concurrency 1.
-            phase: list[Result] = []
+            # 1. Hit vs miss at concurrency 1, the base uncalibrated and calibrated in turn (pair by pair,
+            # so both see the same machine). The calibration in force is part of the cache key: each state
+            # has its own already-answered questions to repeat.
+            engine = next(r for r in warm_results if r.engine)
+            calibration_id = demo_calibration_put_in_force(engine=engine.engine, model=engine.model)
+            states = {"uncalibrated": None, "calibrated": calibration_id}
+            latency: dict[str, list[Result]] = {label: [] for label in states}
+            answered: dict[str, list[Question]] = {}
+            for label, state in states.items():
+                KnowledgeBase.objects.filter(slug="demo").update(calibration_id=state)
+                seeded, _ = run_concurrently(asker.ask, asked, 4, max_seconds=args.max_seconds, desc=f"seed, {label}")
+                answered[label] = [r.question for r in seeded if not r.error]
             deadline = time.monotonic() + args.max_seconds
-            for _ in tqdm(range(args.pairs), desc="miss/hit pairs", unit="pair"):
-                new = next(fresh)
-                phase.append(asker.ask(new))
-                phase.append(asker.ask(rng.choice(asked)))
-                asked.append(new)
+            for _ in tqdm(range(args.pairs), desc="miss/hit pairs, each state", unit="pair"):
+                for label, state in states.items():
+                    KnowledgeBase.objects.filter(slug="demo").update(calibration_id=state)
+                    new = next(fresh)
+                    latency[label] += [asker.ask(new), asker.ask(rng.choice(answered[label]))]
+                    answered[label].append(new)
                 if time.monotonic() > deadline:
                     log(f"latency phase stopped after --max-seconds {args.max_seconds:.0f}")
                     break
-            every += phase
+            phase = latency["calibrated"]  # the state the throughput phase runs in
+            every += latency["uncalibrated"] + phase
+            asked = answered["calibrated"]
             misses = [r.ms for r in phase if r.cache == "miss"]
             hits = [r.ms for r in phase if r.cache == "hit"]
 
@@ -160,11 +194,20 @@ def main() -> int:
 
     engines = ", ".join(sorted({r.engine for r in every if r.engine}))
     print(f"\nPOST /api/v1/ask, demo knowledge base, rerank engine {engines}; {len(every)} measured requests")
-    print(f"1) concurrency 1, miss (new question) and hit (repeat) alternately; {len(phase)} requests "
-          f"(by the answer's cache field: {dict(Counter(r.cache or 'error' for r in phase))})")
+    print(f"1) concurrency 1, miss (new question) and hit (repeat) alternately; {len(phase)} requests each "
+          f"uncalibrated and calibrated (by the answer's cache field: "
+          f"{dict(Counter(r.cache or 'error' for r in phase))}, calibrated)")
     print(f"{'cache':<6}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}")
-    print(row("miss", misses))
-    print(row("hit", hits))
+    for label, results in latency.items():
+        print(f"  {label}: decisions {dict(Counter(r.decision for r in results))}")
+        for kind in ("miss", "hit"):
+            print(row(kind, [r.ms for r in results if r.cache == kind]))
+    for kind in ("miss", "hit"):
+        before = [r.ms for r in latency["uncalibrated"] if r.cache == kind]
+        after = [r.ms for r in latency.get("calibrated", []) if r.cache == kind]
+        if before and after:
+            print(f"calibrated/uncalibrated {kind}: p50 x{percentile(after, 50) / percentile(before, 50):.2f}, "
+                  f"p95 x{percentile(after, 95) / percentile(before, 95):.2f}")
     if misses and hits:
         print(f"miss/hit: p50 {percentile(misses, 50) / percentile(hits, 50):.1f}x, "
               f"p95 {percentile(misses, 95) / percentile(hits, 95):.1f}x  (target: hit >= 20x faster)")
