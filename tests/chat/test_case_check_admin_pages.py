@@ -4,11 +4,15 @@ which the revision records."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from reversion.models import Version
 
 from knowledge.models import FaqEntry, KnowledgeBase, RevisionCheck
+from knowledge.resources import FORMATS
 from knowledge.services import faq_entry_update
 from tests.chat.test_case_checks import add_cases, entry
 from tests.conftest import WorkerProcess
@@ -78,4 +82,75 @@ def test_a_breaking_rollback_shows_the_check_and_needs_publish_anyway_with_a_rea
     assert admin_client.post(forward, {}).status_code == 302
     revision = latest_version(refund.pk).revision
     assert "case check: 1 fixed, none broken" in revision.comment
+    assert RevisionCheck.objects.get(revision=revision).forced is False
+
+
+IMPORT_URL = "/admin/knowledge/faqentry/import/"
+CONFIRM_URL = "/admin/knowledge/faqentry/process_import/"
+
+
+def upload(client: Client, kb: KnowledgeBase, content: bytes) -> Any:
+    csv = str(next(i for i, fmt in enumerate(FORMATS) if fmt.name == "csv"))
+    return client.post(IMPORT_URL, {"resource": "0", "kb": str(kb.pk), "format": csv, "language": "",
+                                    "import_file": SimpleUploadedFile("faq.csv", content)})
+
+
+def confirm(client: Client, preview: Any, **override: str) -> list[str]:
+    form = preview.context["confirm_form"]
+    done = client.post(CONFIRM_URL, {**{name: form[name].value() for name in form.fields
+                                        if name not in ("publish_anyway", "override_reason")}, **override},
+                       follow=True)
+    return [str(message) for message in done.context["messages"]]
+
+
+def test_an_import_that_breaks_a_case_shows_it_in_the_preview_and_needs_publish_anyway(
+    admin_client: Client, checked: KnowledgeBase
+) -> None:
+    """GIVEN a file that rewrites the refund entry off-topic WHEN a manager previews it THEN the preview
+    shows the case it breaks and nothing is written; confirming is refused without "publish anyway" and
+    a reason, and with both the rows are written and every revision records the override."""
+    refund = entry(checked, "refund")
+    content = ("external_id,question,summary,answer\n"
+               f"refund,{OFF_TOPIC['question']},{OFF_TOPIC['summary']},{OFF_TOPIC['answer']}\n").encode()
+
+    preview = upload(admin_client, checked, content)
+
+    page = preview.content.decode()
+    assert "Regression check: 4 cases — 1 broken, 0 fixed, 3 unchanged" in page and "✗ broken" in page
+    assert "This import breaks 1 regression case(s)" in page and 'name="publish_anyway"' in page
+    assert FaqEntry.objects.get(pk=refund.pk).version == refund.version
+    refused = confirm(admin_client, preview)
+    assert any("This import breaks 1 regression case(s); nothing was imported." in m for m in refused), refused
+    assert FaqEntry.objects.get(pk=refund.pk).version == refund.version
+
+    no_reason = confirm(admin_client, upload(admin_client, checked, content), publish_anyway="on")
+    assert any("Say why it is published anyway." in m for m in no_reason), no_reason
+    assert FaqEntry.objects.get(pk=refund.pk).version == refund.version
+
+    done = confirm(admin_client, upload(admin_client, checked, content), publish_anyway="on",
+                   override_reason="the new policy file")
+
+    assert any("Import finished: 0 new, 1 updated" in m for m in done), done
+    assert FaqEntry.objects.get(pk=refund.pk).question == OFF_TOPIC["question"]
+    revision = latest_version(refund.pk).revision
+    assert "published anyway, 1 case(s) broken: the new policy file" in revision.comment
+    recorded = RevisionCheck.objects.get(revision=revision)
+    assert (recorded.forced, recorded.broken, recorded.reason) == (True, 1, "the new policy file")
+
+
+def test_a_harmless_import_shows_the_check_and_is_written_with_it_noted(
+    admin_client: Client, checked: KnowledgeBase
+) -> None:
+    camera = entry(checked, "camera-crash")
+    row = f"camera-crash,{camera.question},{camera.summary},{camera.answer},App\n"
+    preview = upload(admin_client, checked, f"external_id,question,summary,answer,category\n{row}".encode())
+    page = preview.content.decode()
+    assert "Regression check: 4 cases — 0 broken, 0 fixed, 4 unchanged" in page
+    assert 'name="publish_anyway"' not in page
+
+    done = confirm(admin_client, preview)
+
+    assert any("Import finished: 0 new, 1 updated" in m for m in done), done
+    revision = latest_version(camera.pk).revision
+    assert "case check: 0 fixed, none broken" in revision.comment
     assert RevisionCheck.objects.get(revision=revision).forced is False
