@@ -264,9 +264,10 @@ class FaqConfirmImportForm(ConfirmImportForm):
     kb = forms.ModelChoiceField(queryset=KnowledgeBase.objects.all(), widget=forms.HiddenInput)
     language = forms.CharField(required=False, widget=forms.HiddenInput)
     # Shown when the preview's check breaks cases; the confirm checks again and refuses without both.
-    publish_anyway = forms.BooleanField(required=False, label="Publish anyway",
+    publish_anyway = forms.BooleanField(required=False, initial=False, label="Publish anyway",
                                         help_text="Import although the regression check finds cases it breaks.")
-    override_reason = forms.CharField(required=False, label="Reason", widget=forms.Textarea(attrs={"rows": 2}),
+    override_reason = forms.CharField(required=False, initial="", label="Reason",
+                                      widget=forms.Textarea(attrs={"rows": 2}),
                                       help_text="Why it is published anyway; recorded on the revisions.")
 
 
