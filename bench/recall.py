@@ -47,6 +47,7 @@ class QueryVectors:
     dimensions: int
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     name: str = ""
+    batches_exactly: bool = True
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return np.stack([self.vectors[text] for text in texts])

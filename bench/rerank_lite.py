@@ -117,7 +117,7 @@ def candidates(engine: lite.LiteEngine, data: Dataset) -> Candidates:
     passages = engine.passage_cache.get(data.texts)
     out = Candidates([], [], [], [], [])
     for number, (query, relevant, group) in enumerate(data.queries, 1):
-        cosine = passages @ engine._embed_query(query)
+        cosine = passages @ engine._embed_queries([query])[0]
         top = np.argsort(-cosine, kind="stable")[:DEPTH]
         out.index.append(top)
         out.cosine.append(cosine[top])

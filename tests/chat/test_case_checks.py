@@ -18,12 +18,16 @@ from django.db import connection
 from reversion.models import Revision, Version
 
 from chat import evaluation
-from chat.evaluation import EvaluationError, LabelledQuery, RerankMemo, queries_score
+from chat.evaluation import EvaluationError, LabelledQuery, ScoringMemo, queries_score
+from chat.services.ask import faq_rerank_document
 from chat.services.checks import BROKEN, FIXED, faq_change_check
+from knowledge import selectors
 from knowledge.cases.changes import FaqChange
 from knowledge.cases.services import regression_case_add, regression_case_clean
 from knowledge.models import CaseCheck, CaseExpect, CaseSource, FaqEntry, FaqStatus, KnowledgeBase, RegressionCase
 from knowledge.services import faq_entry_update
+from rerank.batching import RerankRequest
+from rerank.services import rerank_score
 from tests.conftest import WorkerProcess
 from tests.helpers import calibration_in_force
 
@@ -143,12 +147,35 @@ def test_an_import_preview_includes_the_check_and_writes_nothing(
     assert not FaqEntry.objects.filter(external_id="invoice").exists()
 
 
+@pytest.mark.worker
+def test_many_questions_are_asked_exactly_as_each_alone(checked_shop: KnowledgeBase,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """queries_score embeds the questions in batches and reranks many per worker round trip: each
+    question still gets the candidates, scores and order it gets asked alone (a duplicate too)."""
+    monkeypatch.setattr(selectors, "QUERY_EMBED_BATCH", 2)
+    monkeypatch.setattr(evaluation, "RERANK_BATCH", 3)
+    questions = [question for question, _, _ in CASES] + ["发票怎么开", CASES[0][0]]
+
+    run = queries_score(kb=checked_shop, queries=[LabelledQuery(query=q, relevant=frozenset()) for q in questions])
+
+    for question, scored in zip(questions, run.scored, strict=True):
+        recall = selectors.faq_recall(kb=checked_shop, query=question)
+        alone = rerank_score(requests=[RerankRequest(
+            query=question, documents=[faq_rerank_document(c.entry) for c in recall.candidates[:checked_shop.rerank_k]],
+            instruction=checked_shop.rerank_instruction)], timeout=60)
+        assert [c.entry.pk for c in scored.recall.candidates] == [c.entry.pk for c in recall.candidates]
+        assert [(c.fused, c.vector, c.fulltext) for c in scored.recall.candidates] == \
+            [(c.fused, c.vector, c.fulltext) for c in recall.candidates]
+        shown = [c.entry.pk for c in recall.candidates[:checked_shop.rerank_k]]
+        assert dict(zip(scored.reranked, scored.scores, strict=True)) == dict(zip(shown, alone.scores[0], strict=True))
+
+
 def test_a_second_pass_reranks_only_what_changed(checked_shop: KnowledgeBase, settings: Any,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The check asks every case twice; the second time only questions whose candidates changed go to the
     worker. Here no worker listens the second time: what was reranked before must not be asked again."""
     queries = [LabelledQuery(query=question, relevant=frozenset()) for question, _, _ in CASES]
-    memo: RerankMemo = {}
+    memo = ScoringMemo()
     first = queries_score(kb=checked_shop, queries=queries, memo=memo)
     settings.KB_RERANK_QUEUE = "nobody-listens"
     monkeypatch.setattr(evaluation, "RERANK_WAIT", 1)

@@ -71,6 +71,19 @@ def test_scores_are_deterministic_and_independent_of_duplicates(engine: LiteEngi
     assert again[-1] == first[0]
 
 
+def test_a_batch_scores_each_request_exactly_as_alone() -> None:
+    """score_batch embeds the batch's queries and passages in one call each; nothing may move."""
+    requests = [("退款多久到账", ZH_DOCUMENTS, None), ("How do I change my password?", EN_DOCUMENTS, None),
+                ("退款多久到账", [ZH_DOCUMENTS[2], ZH_DOCUMENTS[2]], None), ("anything", [], None),
+                ("发票", [*ZH_DOCUMENTS[:2], *EN_DOCUMENTS[3:]], "an instruction lite ignores")]
+    alone = LiteEngine()
+
+    batched = LiteEngine().score_batch(requests)
+
+    assert batched == [alone.score(query, documents, instruction=instruction)
+                       for query, documents, instruction in requests]
+
+
 def test_unrelated_documents_score_low(engine: LiteEngine) -> None:
     scores = engine.score("How do I export my contacts to a CSV file?", EN_DOCUMENTS)
 
