@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import pluralize
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -238,7 +239,8 @@ class FaqEntryAdmin(FaqEntryImportExportMixin, CompareVersionAdmin):
                                 source_ref="unanswered queue", created_by=request.user)
             messages.info(request, "The customers' question is kept as this entry's regression case.")
         if check is not None:
-            messages.info(request, f"Regression check: {check.cases} cases, {check.fixed} fixed, {check.broken} broken"
+            messages.info(request, f"Regression check: {check.cases} case{pluralize(check.cases)}, "
+                                   f"{check.fixed} fixed, {check.broken} broken"
                                    f"{' (published anyway)' if check.broken else ''}.")
         for field in saved._meta.concrete_fields:  # the admin logs and redirects with `obj`
             setattr(obj, field.attname, getattr(saved, field.attname))

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 
 from knowledge import services
@@ -97,7 +98,8 @@ class RollbackGate:
     def verdict(self) -> str:
         if self.check is None:
             return " Written without the regression check (published anyway)." if self.forced else ""
-        return (f" Regression check: {self.check.cases} cases, {self.check.fixed} fixed, {self.check.broken} broken"
+        return (f" Regression check: {self.check.cases} case{pluralize(self.check.cases)}, "
+                f"{self.check.fixed} fixed, {self.check.broken} broken"
                 f"{' (published anyway)' if self.check.broken else ''}.")
 
     def context(self) -> dict[str, Any]:

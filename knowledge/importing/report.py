@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from django.template.defaultfilters import pluralize
+
 
 class RowAction(StrEnum):
     CREATE = "create"
@@ -88,8 +90,8 @@ class ImportReport:
         lines = [self.summary()]
         if self.check is not None:
             check = self.check
-            lines.append(f"Regression check: {check['cases']} cases — {check['broken']} broken, "
-                         f"{check['fixed']} fixed, {check['unchanged']} unchanged.")
+            lines.append(f"Regression check: {check['cases']} case{pluralize(check['cases'])} — "
+                         f"{check['broken']} broken, {check['fixed']} fixed, {check['unchanged']} unchanged.")
             lines += [f"  {row['outcome'].upper()}: {row['question']} (expected {row['expect']}"
                       f"{' #' + str(row['entry']) if row['entry'] else ''})"
                       for row in check["results"] if row["outcome"] != "unchanged"]
