@@ -8,9 +8,9 @@ scope ask, warms the rerank worker (`manage.py kb_rerank_warmup --kb demo`), and
 (KB_THROTTLE_RATE=1000000/min) so it does not shape the numbers. Then, in one run:
 
 1. latency at concurrency 1, a new question (miss) and a repeat of an already-answered one (hit)
-   alternately, classified by the ``cache`` field of each answer; p50/p95 each and the ratio; first
-   with the base uncalibrated, then with a per-language calibration in force (what calibration costs
-   an ask: its thresholds are looked up on every answer), side by side;
+   alternately, classified by the ``cache`` field of each answer; p50/p95 each and the ratio; with
+   the base uncalibrated and with a per-language calibration in force (what calibration costs an ask:
+   its thresholds are looked up on every answer), the same new questions in both, pair by pair;
 2. throughput at each --concurrency with --repeat-rate of the requests repeating earlier
    questions (the rest are new): requests/s, latency, errors (must be 0), cache hit rate.
 
@@ -161,16 +161,19 @@ def main() -> int:
                 seeded, _ = run_concurrently(asker.ask, asked, 4, max_seconds=args.max_seconds, desc=f"seed, {label}")
                 answered[label] = [r.question for r in seeded if not r.error]
             deadline = time.monotonic() + args.max_seconds
-            for _ in tqdm(range(args.pairs), desc="miss/hit pairs, each state", unit="pair"):
-                for label, state in states.items():
+            for number in tqdm(range(args.pairs), desc="miss/hit pairs, each state", unit="pair"):
+                # The same new question in both states (a miss in each: the keys differ), the state
+                # asked first alternating, so neither gets the easier questions or the warmer machine.
+                new = next(fresh)
+                for label, state in list(states.items())[:: 1 if number % 2 else -1]:
                     KnowledgeBase.objects.filter(slug="demo").update(calibration_id=state)
-                    new = next(fresh)
                     latency[label] += [asker.ask(new), asker.ask(rng.choice(answered[label]))]
                     answered[label].append(new)
                 if time.monotonic() > deadline:
                     log(f"latency phase stopped after --max-seconds {args.max_seconds:.0f}")
                     break
-            phase = latency["calibrated"]  # the state the throughput phase runs in
+            phase = latency["calibrated"]
+            KnowledgeBase.objects.filter(slug="demo").update(calibration_id=calibration_id)  # for the throughput phase
             every += latency["uncalibrated"] + phase
             asked = answered["calibrated"]
             misses = [r.ms for r in phase if r.cache == "miss"]
