@@ -41,16 +41,19 @@ class HealthzProbe(threading.Thread):
         self._client = httpx.Client(base_url=base_url, timeout=5)
         self._stopping = threading.Event()
         self.probes = 0
+        self.slowest = 0.0
         self.failures: list[str] = []
 
     def run(self) -> None:
         while not self._stopping.wait(0.2):
+            started = time.monotonic()
             try:
                 status = self._client.get("/healthz").status_code
             except httpx.HTTPError as exc:
                 self.failures.append(repr(exc))
                 continue
             self.probes += 1
+            self.slowest = max(self.slowest, time.monotonic() - started)
             if status != 200:
                 self.failures.append(str(status))
 
@@ -91,6 +94,7 @@ def healthz(stack: UpStack) -> Iterator[HealthzProbe]:
     probe.start()
     yield probe
     probe.stop()
+    print(f"\n/healthz: {probe.probes} probes, slowest {probe.slowest:.2f}s")
 
 
 def uncached_questions(count: int) -> list[str]:
