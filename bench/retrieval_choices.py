@@ -272,8 +272,9 @@ def choose(train: list[Loaded], features: Callable[[Loaded, Choice], list[np.nda
     """BM25 parameters by mean full-text MRR@10; then the fusion with the best mean MRR@10 among those
     never below their better input (by MARGIN) on any training set, else the better input alone;
     then lite's weights fitted on the chosen fusion's candidates; lite reorders a language only where
-    its order, fitted without that set, keeps up with the fused one on every training set of that
-    language (none: no evidence)."""
+    its order, fitted without that set, beats the fused one by MARGIN on every training set of that
+    language (none: no evidence). Keeping up is not enough: a stage that does not help still costs
+    time, and on a set it was not judged on it can as well hurt."""
     def mean_mrr(rankings_of: Callable[[Loaded], list[list[int]]]) -> float:
         return float(np.mean([scores(rankings_of(s), s.relevant)["MRR@10"] for s in train]))
 
@@ -292,15 +293,15 @@ def choose(train: list[Loaded], features: Callable[[Loaded, Choice], list[np.nda
     choice.lite = fit_lite(sets)
     # Nested: lite is judged on each training set with weights fitted on the other training sets only
     # (judged on the data it was fitted on, it flatters itself); a set with no other to fit on is no evidence.
-    keeps_up = {}
+    helps = {}
     for index, s in enumerate(train):
         others = [pair for other, pair in enumerate(sets) if other != index]
         candidates = fused(s, bm25_index, best)
-        keeps_up[s.name] = bool(others) and (
+        helps[s.name] = bool(others) and (
             scores(reranked_ids(candidates, predict(sets[index][0], *fit_lite(others))), s.relevant)["MRR@10"]
-            >= scores([ids(h) for h in candidates], s.relevant)["MRR@10"] - MARGIN)
+            >= scores([ids(h) for h in candidates], s.relevant)["MRR@10"] + MARGIN)
     choice.reorders_in = frozenset(language for language in {s.language for s in train}
-                                   if all(keeps_up[s.name] for s in train if s.language == language))
+                                   if all(helps[s.name] for s in train if s.language == language))
     return choice
 
 

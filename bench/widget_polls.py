@@ -1,7 +1,7 @@
 """What hundreds of open widgets waiting for a person cost everyone else's asks.
 
 Brings up its own Postgres+pgvector and Redis and the product as `make up` runs it (bench/_stack.py:
-gunicorn 2 workers x 8 threads, the CPU worker, the rerank worker, the demo knowledge base), hands off
+gunicorn as gunicorn.conf.py sets it, the CPU worker, the rerank worker, the demo knowledge base), hands off
 --widgets tickets under one publishable key, then runs the same ask traffic twice, side by side in one
 run:
 

@@ -65,7 +65,9 @@ class HealthzProbe(threading.Thread):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
-    up = UpStack(tmp_path_factory.mktemp("make-up") / "var")
+    # A dead worker's unacknowledged tasks come back after the visibility timeout: 30 s rather than
+    # the default 120 s, which the embedding batches here never come near.
+    up = UpStack(tmp_path_factory.mktemp("make-up") / "var", KB_BROKER_VISIBILITY_TIMEOUT="30")
     try:
         up.wait_ready()
         yield up
