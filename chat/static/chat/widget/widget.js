@@ -378,21 +378,22 @@
   function poll() {
     state.timer = null;
     if (!state.ticket || state.status === "resolved") return;
-    var ticket = state.ticket;
+    var ticket = state.ticket, started = Date.now();
     get("/api/v1/tickets/" + encodeURIComponent(ticket) + "/messages?after=" + state.cursor).then(function (body) {
       if (state.ticket !== ticket) return;
       body.messages.forEach(showItem);
       if (body.status !== state.status) setStatus(body.status);
     }).catch(function (error) {
       if (error.status === 404) forget();
-    }).then(schedule);
+    }).then(function () { schedule(Date.now() - started); });
   }
-  // The next poll, by the interval that fits the ticket now (a hand-off shortens a pending wait).
-  function schedule() {
+  // The next poll, by the interval that fits the ticket now (a hand-off shortens a pending wait),
+  // counted from when the last poll started: a slow answer must not add its time to every wait.
+  function schedule(spentMs) {
     if (state.timer) { clearTimeout(state.timer); state.timer = null; }
     if (!state.ticket || state.status === "resolved") return;
     var often = state.status === "handed_off" && !document.hidden;
-    state.timer = setTimeout(poll, often ? POLL_MS : POLL_IDLE_MS);
+    state.timer = setTimeout(poll, Math.max(0, (often ? POLL_MS : POLL_IDLE_MS) - (spentMs || 0)));
   }
   document.addEventListener("visibilitychange", function () {
     // Back on the page: look at once rather than after the idle interval.
