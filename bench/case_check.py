@@ -25,10 +25,10 @@ from _stack import PYTHON, ROOT, bench_stack, log
 
 ATEC = ROOT.parent / "shared" / "eval" / "atec"
 # The check's stages, as (module path ending, function) in the profile.
-STAGES = [("selectors.py", "faq_queries_embed"), ("selectors.py", "faq_vector_search_many"),
-          ("selectors.py", "faq_fulltext_search_many"), ("query.py", "in_bulk"), ("fusion.py", "fuse"),
+STAGES = [("selectors.py", "faq_queries_embed"), ("selectors.py", "faq_vector_search"),
+          ("selectors.py", "faq_fulltext_search"), ("query.py", "in_bulk"), ("fusion.py", "fuse"),
           ("services.py", "rerank_score"), ("checks.py", "_outcome"), ("services.py", "faq_entries_embed"),
-          ("changes.py", "apply"), ("selectors.py", "faq_recall_many")]
+          ("changes.py", "apply"), ("selectors.py", "faq_recall")]
 
 
 def stages_print(profile: cProfile.Profile) -> None:
