@@ -11,7 +11,7 @@ from typing import Any
 from chat.calibration import Observation
 from chat.services.ask import answer_order, faq_rerank_document
 from knowledge.models import KnowledgeBase
-from knowledge.selectors import HeldOutPhrasing, Recall, RecallQuery, faq_queries_embed, faq_recall_many
+from knowledge.selectors import HeldOutPhrasing, Recall, faq_queries_embed, faq_recall
 from rerank.batching import RerankRequest
 from rerank.services import RerankOutcome, rerank_score
 
@@ -103,16 +103,15 @@ def queries_score(*, kb: KnowledgeBase, queries: Sequence[LabelledQuery], recall
                   recall_limit: int | None = None, progress: Callable[[int], None] | None = None,
                   memo: ScoringMemo | None = None) -> ScoredRun:
     """Recall and rerank every query as an ask does (the base's rerank_k candidates, its instruction):
-    the queries embedded in batches first, then RERANK_BATCH of them recalled together (one statement
-    per stage) and sent per rerank worker round trip."""
+    the queries embedded in batches first, then RERANK_BATCH of them per rerank worker round trip."""
     run = ScoredRun()
     memo = ScoringMemo() if memo is None else memo
     vectors = _query_vectors(kb=kb, queries=queries, memo=memo)
     for start in range(0, len(queries), RERANK_BATCH):
         batch = queries[start:start + RERANK_BATCH]
-        asked = [RecallQuery(query=item.query, vector=vector, exclude_entry_ids=item.exclude, held_out=item.held_out)
-                 for item, vector in zip(batch, vectors[start:start + RERANK_BATCH], strict=True)]
-        recalls = faq_recall_many(kb=kb, queries=asked, recall_k=recall_k, limit=recall_limit)
+        recalls = [faq_recall(kb=kb, query=item.query, recall_k=recall_k, limit=recall_limit,
+                              exclude_entry_ids=item.exclude, held_out=item.held_out, query_vector=vector)
+                   for item, vector in zip(batch, vectors[start:start + RERANK_BATCH], strict=True)]
         to_rerank = [recall.candidates[: kb.rerank_k] for recall in recalls]
         requests = [RerankRequest(query=item.query, documents=[faq_rerank_document(c.entry) for c in cands],
                                   instruction=kb.rerank_instruction)

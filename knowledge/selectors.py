@@ -98,16 +98,6 @@ def faq_queries_embed(*, kb: KnowledgeBase, queries: Sequence[str]) -> list[list
             for vector in embedder.embed_queries(list(queries[start:start + size]))]
 
 
-@dataclass(frozen=True)
-class RecallQuery:
-    """One question of a batch recalled together (``faq_recall_many``)."""
-
-    query: str
-    vector: Sequence[float] | None = None  # its vector from ``faq_queries_embed``; embedded here if None
-    exclude_entry_ids: tuple[int, ...] = ()
-    held_out: HeldOutPhrasing | None = None
-
-
 def faq_vector_search(
     *, kb: KnowledgeBase, query: str, k: int, filters: SearchFilters | None = None, exact: bool = False,
     exclude_entry_ids: Sequence[int] = (), held_out: HeldOutPhrasing | None = None,
@@ -117,38 +107,21 @@ def faq_vector_search(
     cosine similarity (HNSW unless ``exact``); an entry scores as its best-matching phrasing (its
     question, or one of its similar questions)."""
     vector = list(query_vector) if query_vector is not None else faq_queries_embed(kb=kb, queries=[query])[0]
-    return faq_vector_search_many(kb=kb, vectors=[vector], k=k, filters=filters, exact=exact,
-                                  exclude_entry_ids=exclude_entry_ids, held_out=[held_out])[0]
-
-
-def faq_vector_search_many(
-    *, kb: KnowledgeBase, vectors: Sequence[Sequence[float]], k: int, filters: SearchFilters | None = None,
-    exact: bool = False, exclude_entry_ids: Sequence[int] = (), held_out: Sequence[HeldOutPhrasing | None] = (),
-) -> list[list[Hit]]:
-    """``faq_vector_search`` of each vector, in one statement: each vector's own scan of the index in a
-    LATERAL join (``held_out``: each vector's held-out phrasing, or none)."""
-    if not vectors:
-        return []
-    held = list(held_out) or [None] * len(vectors)
     expression = vector_expression(kb.embed_dimensions)
     filter_sql, filter_params = _with_excluded((filters or SearchFilters()).sql(), exclude_entry_ids)
     # Several phrasings of one entry may be among the nearest vectors: scan enough for k entries.
     rows_wanted = k * PHRASINGS_PER_ENTRY_SCANNED
     sql = (
-        "SELECT q.n, r.entry_id, r.best FROM unnest(%s::text[], %s::bigint[], %s::int[]) "
-        "WITH ORDINALITY AS q(vector, held_entry, held_number, n) CROSS JOIN LATERAL ("
         "SELECT entry_id, max(similarity) AS best FROM ("
-        f"SELECT m.entry_id, 1 - ({expression} <=> q.vector::vector({kb.embed_dimensions})) AS similarity "
+        f"SELECT m.entry_id, 1 - ({expression} <=> %s::vector({kb.embed_dimensions})) AS similarity "
         "FROM knowledge_faqembedding m JOIN knowledge_faqentry e ON e.id = m.entry_id "
         "WHERE m.kb_id = %s AND m.model = %s AND m.dimensions = %s AND e.status = 'published' "
-        f"AND (m.entry_id, m.phrasing) <> (q.held_entry, q.held_number){filter_sql} "
-        f"ORDER BY {expression} <=> q.vector::vector({kb.embed_dimensions}) LIMIT %s"
-        ") nearest GROUP BY entry_id ORDER BY best DESC, entry_id LIMIT %s) r ORDER BY q.n, r.best DESC, r.entry_id"
+        f"AND (m.entry_id, m.phrasing) <> (%s, %s){filter_sql} "
+        f"ORDER BY {expression} <=> %s::vector({kb.embed_dimensions}) LIMIT %s"
+        ") nearest GROUP BY entry_id ORDER BY best DESC, entry_id LIMIT %s"
     )
-    params = [["[" + ",".join(map(str, vector)) + "]" for vector in vectors],
-              [item.entry_id if item else 0 for item in held], [item.number if item else 0 for item in held],
-              kb.pk, kb.embed_model, kb.embed_dimensions, *filter_params, rows_wanted, k]
-    hits: list[list[Hit]] = [[] for _ in vectors]
+    held = (held_out.entry_id, held_out.number) if held_out else (0, 0)
+    params = [vector, kb.pk, kb.embed_model, kb.embed_dimensions, *held, *filter_params, vector, rows_wanted, k]
     with transaction.atomic(), connection.cursor() as cursor:
         # Filtered HNSW scans keep going until enough rows pass the filter (pgvector >= 0.8).
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
@@ -156,9 +129,7 @@ def faq_vector_search_many(
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
         cursor.execute(sql, params)
-        for number, entry_id, score in cursor.fetchall():
-            hits[number - 1].append(Hit(entry_id=entry_id, score=float(score)))
-    return hits
+        return [Hit(entry_id=row[0], score=float(row[1])) for row in cursor.fetchall()]
 
 
 def faq_fulltext_search(
@@ -169,51 +140,32 @@ def faq_fulltext_search(
 
     Any term may match: customers' questions are colloquial and rarely contain every word of the
     entry. Each entry is scored with the statistics of its own language's entries."""
-    return faq_fulltext_search_many(kb=kb, queries=[query], k=k, filters=filters,
-                                    exclude_entry_ids=exclude_entry_ids, held_out=[held_out])[0]
-
-
-def faq_fulltext_search_many(
-    *, kb: KnowledgeBase, queries: Sequence[str], k: int, filters: SearchFilters | None = None,
-    exclude_entry_ids: Sequence[int] = (), held_out: Sequence[HeldOutPhrasing | None] = (),
-) -> list[list[Hit]]:
-    """``faq_fulltext_search`` of each query, in one statement (each query scored in a LATERAL join)."""
-    if not queries:
-        return []
-    held = list(held_out) or [None] * len(queries)
     filter_sql, filter_params = _with_excluded((filters or SearchFilters()).sql(), exclude_entry_ids)
     entries_join = f"JOIN knowledge_faqentry e ON e.id = p.entry_id{filter_sql}" if filter_sql else ""
-    # The held-out phrasing's weighted term counts, taken off its entry's postings (none: no rows).
-    held_terms = ("SELECT lexeme AS term, %s::float8 * cardinality(positions) AS frequency "
-                  "FROM unnest(to_tsvector('english', q.held_text))")
     sql = (
-        "SELECT q.n, r.entry_id, r.score FROM unnest(%s::text[], %s::bigint[], %s::text[]) "
-        "WITH ORDINALITY AS q(query, held_entry, held_text, n) CROSS JOIN LATERAL ("
-        "SELECT p.entry_id, sum(s.idf * f.frequency * (%s + 1) "
-        "/ (f.frequency + %s * (1 - %s + %s * f.entry_length / s.average_length))) AS score FROM ("
-        "SELECT t.language, t.term, ln(1 + (c.entries - t.entries + 0.5) / (t.entries + 0.5)) AS idf, "
+        "WITH q AS (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector('english', %s))), "
+        "s AS (SELECT t.language, t.term, ln(1 + (c.entries - t.entries + 0.5) / (t.entries + 0.5)) AS idf, "
         "c.total_length / c.entries AS average_length FROM knowledge_faqtermstat t "
         "JOIN knowledge_faqcorpusstat c ON c.kb_id = t.kb_id AND c.language = t.language "
-        "WHERE t.kb_id = %s AND t.entries > 0 AND t.term IN "
-        "(SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', q.query)))) s "
-        "JOIN knowledge_faqposting p ON p.kb_id = %s AND p.language = s.language AND p.term = s.term "
-        f"LEFT JOIN ({held_terms}) h ON p.entry_id = q.held_entry AND h.term = p.term "
+        "WHERE t.kb_id = %s AND t.entries > 0 AND t.term IN (SELECT term FROM q)), "
+        # The held-out phrasing's weighted term counts, taken off its entry's postings (none: no rows).
+        "held AS (SELECT lexeme AS term, %s::float8 * cardinality(positions) AS frequency "
+        "FROM unnest(to_tsvector('english', %s))) "
+        "SELECT p.entry_id, sum(s.idf * f.frequency * (%s + 1) "
+        "/ (f.frequency + %s * (1 - %s + %s * f.entry_length / s.average_length))) AS score "
+        "FROM s JOIN knowledge_faqposting p ON p.kb_id = %s AND p.language = s.language AND p.term = s.term "
+        "LEFT JOIN held h ON p.entry_id = %s AND h.term = p.term "
         "CROSS JOIN LATERAL (SELECT p.frequency - coalesce(h.frequency, 0) AS frequency, p.entry_length - "
-        "CASE WHEN p.entry_id = q.held_entry THEN "
-        f"(SELECT coalesce(sum(frequency), 0) FROM ({held_terms}) held) ELSE 0 END AS entry_length) f "
-        f"{entries_join} WHERE f.frequency > 0 GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s) r "
-        "ORDER BY q.n, r.score DESC, r.entry_id"
+        "CASE WHEN p.entry_id = %s THEN (SELECT coalesce(sum(frequency), 0) FROM held) ELSE 0 END AS entry_length) f "
+        f"{entries_join} WHERE f.frequency > 0 GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s"
     )
-    weight = bm25.FIELD_WEIGHTS[bm25.QUESTION]
-    params = [[kb_text.segment(query) for query in queries], [item.entry_id if item else 0 for item in held],
-              [kb_text.segment(item.text) if item else "" for item in held],
-              bm25.K1, bm25.K1, bm25.B, bm25.B, kb.pk, kb.pk, weight, weight, *filter_params, k]
-    hits: list[list[Hit]] = [[] for _ in queries]
+    held_id = held_out.entry_id if held_out else 0
+    params = [kb_text.segment(query), kb.pk, bm25.FIELD_WEIGHTS[bm25.QUESTION],
+              kb_text.segment(held_out.text) if held_out else "", bm25.K1, bm25.K1, bm25.B, bm25.B, kb.pk,
+              held_id, held_id, *filter_params, k]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for number, entry_id, score in cursor.fetchall():
-            hits[number - 1].append(Hit(entry_id=entry_id, score=float(score)))
-    return hits
+        return [Hit(entry_id=row[0], score=float(row[1])) for row in cursor.fetchall()]
 
 
 @dataclass(frozen=True)
@@ -274,63 +226,33 @@ def faq_recall(
     """Hybrid recall: HNSW top-k ∪ full-text top-k, fused with the method measured for the
     query's language, cut to ``limit`` (default: the knowledge base's rerank_k). ``query_vector``:
     the query's vector from ``faq_queries_embed``, for callers asking many questions."""
-    asked = RecallQuery(query=query, vector=query_vector, exclude_entry_ids=tuple(exclude_entry_ids),
-                        held_out=held_out)
-    return faq_recall_many(kb=kb, queries=[asked], filters=filters, recall_k=recall_k, limit=limit)[0]
-
-
-def faq_recall_many(
-    *, kb: KnowledgeBase, queries: Sequence[RecallQuery], filters: SearchFilters | None = None,
-    recall_k: int | None = None, limit: int | None = None,
-) -> list[Recall]:
-    """``faq_recall`` of each query, in three statements per group of queries leaving out the same
-    entries (one per search stage, one for the candidates' entries) instead of three per query.
-    Timings are the batch's, shared out evenly."""
     from knowledge.fusion import fuse, params_for
 
     k = recall_k or kb.recall_k
+    timings: dict[str, float] = {}
     started = time.perf_counter()
-    missing = [item.query for item in queries if item.vector is None]
-    embedded = iter(faq_queries_embed(kb=kb, queries=missing))
-    vectors = [list(item.vector) if item.vector is not None else next(embedded) for item in queries]
-    seconds = {"vector": time.perf_counter() - started, "fulltext": 0.0}
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, item in enumerate(queries):
-        groups.setdefault(item.exclude_entry_ids, []).append(index)
-    vector_hits: list[list[Hit]] = [[] for _ in queries]
-    fulltext_hits: list[list[Hit]] = [[] for _ in queries]
-    for exclude, indexes in groups.items():
-        held = [queries[index].held_out for index in indexes]
-        started = time.perf_counter()
-        found = faq_vector_search_many(kb=kb, vectors=[vectors[index] for index in indexes], k=k, filters=filters,
-                                       exclude_entry_ids=exclude, held_out=held)
-        seconds["vector"] += time.perf_counter() - started
-        started = time.perf_counter()
-        matched = faq_fulltext_search_many(kb=kb, queries=[queries[index].query for index in indexes], k=k,
-                                           filters=filters, exclude_entry_ids=exclude, held_out=held)
-        seconds["fulltext"] += time.perf_counter() - started
-        for index, vector_found, fulltext_found in zip(indexes, found, matched, strict=True):
-            vector_hits[index], fulltext_hits[index] = vector_found, fulltext_found
-    timings = {stage: round(spent * 1000 / max(1, len(queries)), 2) for stage, spent in seconds.items()}
-    languages = [query_language(item.query) for item in queries]
-    fused = [fuse(vector, fulltext, language=language, limit=limit or kb.rerank_k)
-             for vector, fulltext, language in zip(vector_hits, fulltext_hits, languages, strict=True)]
-    entries = FaqEntry.objects.in_bulk({hit.entry_id for hits in fused for hit in hits})
-    recalls = []
-    for vector, fulltext, language, hits in zip(vector_hits, fulltext_hits, languages, fused, strict=True):
-        vector_by_id = {hit.entry_id: (rank, hit) for rank, hit in enumerate(vector, start=1)}
-        fulltext_by_id = {hit.entry_id: (rank, hit) for rank, hit in enumerate(fulltext, start=1)}
-        candidates = []
-        for hit in hits:
-            if hit.entry_id not in entries:
-                continue  # deleted between the search and this read
-            vector_rank, vector_hit = vector_by_id.get(hit.entry_id, (None, None))
-            fulltext_rank, fulltext_hit = fulltext_by_id.get(hit.entry_id, (None, None))
-            candidates.append(Candidate(entry=entries[hit.entry_id], vector=vector_hit, fulltext=fulltext_hit,
-                                        fused=hit.score, vector_rank=vector_rank, fulltext_rank=fulltext_rank))
-        recalls.append(Recall(candidates=candidates, vector_hits=vector, fulltext_hits=fulltext, language=language,
-                              fusion=params_for(language).label, timings_ms=dict(timings)))
-    return recalls
+    vector_hits = faq_vector_search(kb=kb, query=query, k=k, filters=filters, exclude_entry_ids=exclude_entry_ids,
+                                    held_out=held_out, query_vector=query_vector)
+    timings["vector"] = round((time.perf_counter() - started) * 1000, 2)
+    started = time.perf_counter()
+    fulltext_hits = faq_fulltext_search(kb=kb, query=query, k=k, filters=filters,
+                                        exclude_entry_ids=exclude_entry_ids, held_out=held_out)
+    timings["fulltext"] = round((time.perf_counter() - started) * 1000, 2)
+    language = query_language(query)
+    fused = fuse(vector_hits, fulltext_hits, language=language, limit=limit or kb.rerank_k)
+    entries = FaqEntry.objects.in_bulk([hit.entry_id for hit in fused])
+    vector_by_id = {hit.entry_id: (rank, hit) for rank, hit in enumerate(vector_hits, start=1)}
+    fulltext_by_id = {hit.entry_id: (rank, hit) for rank, hit in enumerate(fulltext_hits, start=1)}
+    candidates = []
+    for hit in fused:
+        if hit.entry_id not in entries:
+            continue  # deleted between the search and this read
+        vector_rank, vector_hit = vector_by_id.get(hit.entry_id, (None, None))
+        fulltext_rank, fulltext_hit = fulltext_by_id.get(hit.entry_id, (None, None))
+        candidates.append(Candidate(entry=entries[hit.entry_id], vector=vector_hit, fulltext=fulltext_hit,
+                                    fused=hit.score, vector_rank=vector_rank, fulltext_rank=fulltext_rank))
+    return Recall(candidates=candidates, vector_hits=vector_hits, fulltext_hits=fulltext_hits, language=language,
+                  fusion=params_for(language).label, timings_ms=timings)
 
 
 # Share of the published entries, counted when the calibration was made, changed since: past it the

@@ -83,7 +83,7 @@ def test_the_vector_recall_runs_on_the_hnsw_index(kb: KnowledgeBase) -> None:
         cursor.execute("SET LOCAL enable_seqscan = off")  # the test's transaction: undone at its end
         with CaptureQueriesContext(connection) as captured:
             hits = faq_vector_search(kb=kb, query="付款的时候说交易有问题", k=2)
-        search_sql = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT q.n"))
+        search_sql = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT entry_id"))
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cursor.execute(f"EXPLAIN {search_sql}")
         plan = "\n".join(row[0] for row in cursor.fetchall())
