@@ -7,19 +7,38 @@ the change applied in a rolled-back transaction) and, side by side in the same r
 cases once the plain way (chat.evaluation.queries_score, what kb_eval does). Prints seconds and
 cases/second; a check scores every case twice (before and after).
 
-    .venv/bin/python bench/case_check.py [--sizes 100,500] [--entries 1500] [--seed 7]
+    .venv/bin/python bench/case_check.py [--sizes 100,500] [--entries 1500] [--seed 7] [--profile]
+
+``--profile``: each check also runs under cProfile, and the seconds of its stages are printed after it.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import random
 import time
 
 from _stack import PYTHON, ROOT, bench_stack, log
 
 ATEC = ROOT.parent / "shared" / "eval" / "atec"
+# The check's stages, as (module path ending, function) in the profile.
+STAGES = [("selectors.py", "faq_queries_embed"), ("selectors.py", "faq_vector_search"),
+          ("selectors.py", "faq_fulltext_search"), ("query.py", "in_bulk"), ("fusion.py", "fuse"),
+          ("services.py", "rerank_score"), ("checks.py", "_outcome"), ("services.py", "faq_entries_embed"),
+          ("changes.py", "apply"), ("selectors.py", "faq_recall")]
+
+
+def stages_print(profile: cProfile.Profile) -> None:
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    for path, name in STAGES:
+        calls = seconds = 0.0
+        for (filename, _, function), (_, primitive, _, cumulative, _) in stats.items():
+            if function == name and filename.endswith(path):
+                calls, seconds = calls + primitive, seconds + cumulative
+        print(f"    {name:<26} {int(calls):>5} calls {seconds:>7.2f} s", flush=True)
 
 
 def main() -> None:
@@ -27,6 +46,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,500")
     parser.add_argument("--entries", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", action="store_true")
     options = parser.parse_args()
     sizes = sorted(int(size) for size in options.sizes.split(","))
     rng = random.Random(options.seed)
@@ -69,9 +89,14 @@ def main() -> None:
             stack.manage("kb_cases", "import", str(cases_file), "--kb", "atec")
             change = FaqChange(op="update", kb_id=kb.pk, entry_ids=(edited.pk,), expected_version=edited.version,
                                data={"summary": edited.summary + "（补充说明）"})
+            profile = cProfile.Profile() if options.profile else None
             started = time.perf_counter()
+            if profile is not None:
+                profile.enable()
             check = faq_change_check(kb=kb, change=change)
             checked = time.perf_counter() - started
+            if profile is not None:
+                profile.disable()
             started = time.perf_counter()
             queries_score(kb=kb, queries=[LabelledQuery(query=row["query"], relevant=frozenset())
                                           for row in queries[:size]])
@@ -79,6 +104,8 @@ def main() -> None:
             assert check.cases == size
             print(f"{size:>6} {checked:>8.1f} {size / checked:>8.1f} {plain:>12.1f} {checked / plain:>14.2f}",
                   flush=True)
+            if profile is not None:
+                stages_print(profile)
 
 
 if __name__ == "__main__":
