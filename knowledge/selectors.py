@@ -143,11 +143,15 @@ def faq_fulltext_search(
     filter_sql, filter_params = _with_excluded((filters or SearchFilters()).sql(), exclude_entry_ids)
     entries_join = f"JOIN knowledge_faqentry e ON e.id = p.entry_id{filter_sql}" if filter_sql else ""
     sql = (
-        "WITH q AS (SELECT DISTINCT lexeme AS term FROM unnest(to_tsvector('english', %s))), "
-        "s AS (SELECT t.language, t.term, ln(1 + (c.entries - t.entries + 0.5) / (t.entries + 0.5)) AS idf, "
+        # A term the question repeats counts as often as it occurs (as in bm25s and Lucene).
+        "WITH q AS (SELECT lexeme AS term, cardinality(positions) AS occurrences "
+        "FROM unnest(to_tsvector('english', %s))), "
+        "s AS (SELECT t.language, t.term, "
+        "q.occurrences * ln(1 + (c.entries - t.entries + 0.5) / (t.entries + 0.5)) AS idf, "
         "c.total_length / c.entries AS average_length FROM knowledge_faqtermstat t "
+        "JOIN q ON q.term = t.term "
         "JOIN knowledge_faqcorpusstat c ON c.kb_id = t.kb_id AND c.language = t.language "
-        "WHERE t.kb_id = %s AND t.entries > 0 AND t.term IN (SELECT term FROM q)), "
+        "WHERE t.kb_id = %s AND t.entries > 0), "
         # The held-out phrasing's weighted term counts, taken off its entry's postings (none: no rows).
         "held AS (SELECT lexeme AS term, %s::float8 * cardinality(positions) AS frequency "
         "FROM unnest(to_tsvector('english', %s))) "

