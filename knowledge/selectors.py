@@ -143,17 +143,18 @@ def faq_fulltext_search(
     filter_sql, filter_params = _with_excluded((filters or SearchFilters()).sql(), exclude_entry_ids)
     entries_join = f"JOIN knowledge_faqentry e ON e.id = p.entry_id{filter_sql}" if filter_sql else ""
     sql = (
-        # A term the question repeats counts as often as it occurs (as in bm25s and Lucene).
-        "WITH q AS (SELECT lexeme AS term, cardinality(positions) AS occurrences "
+        # A term the question repeats counts as often as it occurs (as in bm25s and Lucene). The term
+        # weights are computed once per (language, term), materialized, in float8: inlined, Postgres
+        # would recompute a numeric ln() for every posting.
+        "WITH q AS MATERIALIZED (SELECT lexeme AS term, cardinality(positions) AS occurrences "
         "FROM unnest(to_tsvector('english', %s))), "
-        "s AS (SELECT t.language, t.term, "
-        "q.occurrences * ln(1 + (c.entries - t.entries + 0.5) / (t.entries + 0.5)) AS idf, "
-        "c.total_length / c.entries AS average_length FROM knowledge_faqtermstat t "
-        "JOIN q ON q.term = t.term "
-        "JOIN knowledge_faqcorpusstat c ON c.kb_id = t.kb_id AND c.language = t.language "
-        "WHERE t.kb_id = %s AND t.entries > 0), "
+        "s AS MATERIALIZED (SELECT t.language, t.term, q.occurrences "
+        "* ln(1 + (c.entries - t.entries + 0.5::float8) / (t.entries + 0.5::float8)) AS idf, "
+        "c.total_length / c.entries AS average_length FROM knowledge_faqcorpusstat c CROSS JOIN q "
+        "JOIN knowledge_faqtermstat t ON t.kb_id = c.kb_id AND t.language = c.language AND t.term = q.term "
+        "WHERE c.kb_id = %s AND c.entries > 0 AND t.entries > 0), "
         # The held-out phrasing's weighted term counts, taken off its entry's postings (none: no rows).
-        "held AS (SELECT lexeme AS term, %s::float8 * cardinality(positions) AS frequency "
+        "held AS MATERIALIZED (SELECT lexeme AS term, %s::float8 * cardinality(positions) AS frequency "
         "FROM unnest(to_tsvector('english', %s))) "
         "SELECT p.entry_id, sum(s.idf * f.frequency * (%s + 1) "
         "/ (f.frequency + %s * (1 - %s + %s * f.entry_length / s.average_length))) AS score "
