@@ -1,9 +1,10 @@
 """Typed readers over ``os.environ`` that refuse bad values instead of guessing."""
 
+import json
 import os
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -74,3 +75,15 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={value!r}: expected one of {sorted(choices)}")
     return value
+
+
+def _parse_json_object(raw: str) -> dict[str, Any]:
+    value = json.loads(raw or "{}")  # json.JSONDecodeError is a ValueError
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+def env_json_object(name: str) -> dict[str, Any]:
+    """A JSON object (keyword arguments for a library); unset or empty: ``{}``."""
+    return _read(name, {}, _parse_json_object)

