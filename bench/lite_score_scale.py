@@ -23,6 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rerank_lite import predict  # noqa: E402
+
 from rerank.engines import lite  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "eval"
@@ -56,9 +58,10 @@ def main() -> None:
                 vector = engine._embed_queries([question["query"]])[0]
                 nearest = np.argsort(-(document_vectors @ vector))[:20]
                 features = engine.features(question["query"], [documents[i] for i in nearest], query_vector=vector)
-                scores = 1 / (1 + np.exp(-(features @ lite.WEIGHTS + lite.BIAS)))
+                scores, other_scores = (predict([features], weights, bias)[0]
+                                        for weights, bias in ((lite.WEIGHTS, lite.BIAS), (other, options.bias)))
                 shipped.append(scores.max())
-                refit.append((1 / (1 + np.exp(-(features @ other + options.bias)))).max())
+                refit.append(other_scores.max())
                 right.append(faq[nearest[int(np.argmax(scores))]]["id"] in question.get("relevant_ids", []))
             bands = ["/".join(f"{value:.3f}" for value in np.percentile(scores_, [10, 50, 90]))
                      for scores_ in (shipped, refit)]

@@ -75,6 +75,18 @@ def _insert_postings_sql(entries_sql: str) -> str:
     )
 
 
+# A write of this many entries changes the BM25 tables more than the planner's statistics know until
+# autovacuum's next look (up to a minute later); meanwhile it plans the full-text query the slow way
+# (1,500 ATEC entries just imported: 22 ms a question instead of 5 ms).
+ANALYZE_AFTER_ENTRIES = 200
+
+
+def statistics_analyze() -> None:
+    """Refresh the planner's statistics of the BM25 tables (run outside the write's transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE knowledge_faqposting, knowledge_faqtermstat, knowledge_faqcorpusstat")
+
+
 # Entries whose postings are due, inside ``faq_postings_batched()`` (None outside it).
 _batch: ContextVar[list[int] | None] = ContextVar("postings_batch", default=None)
 
@@ -111,18 +123,6 @@ def faq_postings_batched() -> Iterator[None]:
         _refresh(list(dict.fromkeys(entry_ids)))
         if len(entry_ids) >= ANALYZE_AFTER_ENTRIES:
             transaction.on_commit(statistics_analyze)
-
-
-# A write of this many entries changes the BM25 tables more than the planner's statistics know until
-# autovacuum's next look (up to a minute later); meanwhile it reads postings the slow way (bench/case_check.py:
-# 35 ms per query instead of 3 ms right after an import of 1,500 entries).
-ANALYZE_AFTER_ENTRIES = 200
-
-
-def statistics_analyze() -> None:
-    """Refresh the planner's statistics of the BM25 tables (run outside the write's transaction)."""
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE knowledge_faqposting, knowledge_faqtermstat, knowledge_faqcorpusstat")
 
 
 def _refresh(entry_ids: list[int]) -> None:
@@ -166,10 +166,8 @@ def knowledge_base_postings_rebuild(*, kb_id: int) -> None:
         cursor.execute("DELETE FROM knowledge_faqcorpusstat WHERE kb_id = %s", [kb_id])
         _, frequency_params = _weighted_frequency_sql()
         cursor.execute(
-            _insert_postings_sql(
-                "SELECT id, kb_id, CASE WHEN language <> '' THEN language "
-                "WHEN question ~ '[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]' THEN 'zh' ELSE 'en' END AS language, "
-                "search_vector FROM knowledge_faqentry WHERE kb_id = %s AND status = 'published'"),
+            _insert_postings_sql(f"SELECT id, kb_id, {_LANGUAGE_SQL} AS language, search_vector "
+                                 "FROM knowledge_faqentry WHERE kb_id = %s AND status = 'published'"),
             [kb_id, *frequency_params],
         )
     transaction.on_commit(statistics_analyze)
