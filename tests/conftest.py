@@ -52,14 +52,30 @@ class WorkerProcess:
     def kill(self) -> None:
         """SIGKILL the worker and its pool children at once, as an OOM kill or a lost host would:
         no warm shutdown, nothing acknowledged or handed back."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            worker = psutil.Process(self.process.pid)
-            # Listed first, killed parent first: a prefork parent must not replace the children.
-            for process in [worker, *worker.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    process.kill()
+        # Listed first, killed parent first: a prefork parent must not replace the children.
+        for process in self._processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
         self.process.wait()
         self._log.close()
+
+    def freeze(self) -> None:
+        """SIGSTOP the worker and its pool children: what its log says stays true until thaw or kill."""
+        for process in self._processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.suspend()
+
+    def thaw(self) -> None:
+        for process in self._processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.resume()
+
+    def _processes(self) -> list[psutil.Process]:
+        try:
+            worker = psutil.Process(self.process.pid)
+            return [worker, *worker.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
 
     def stop(self) -> None:
         if self.process.poll() is None:

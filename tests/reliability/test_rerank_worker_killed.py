@@ -49,6 +49,19 @@ def unfinished_tasks(log_path: Path) -> set[str]:
     return events["received"] - events["succeeded"] - events["discarded"]
 
 
+def hold_and_kill(worker: WorkerProcess, *, timeout: float) -> set[str]:
+    """SIGKILL the worker at a moment it holds unacknowledged tasks; returns their ids."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        worker.freeze()
+        if held := unfinished_tasks(worker.log_path):
+            worker.kill()
+            return held
+        worker.thaw()
+        time.sleep(0.02)
+    raise TimeoutError(f"worker {worker.name} held no task for {timeout}s: see {worker.log_path}")
+
+
 def test_killing_the_rerank_worker_mid_load_answers_every_question_once(
     settings: Settings, live_server: Any, secret_key: str, shop: KnowledgeBase, api: httpx.Client,
     start_worker: Callable[..., WorkerProcess], rerank_worker: WorkerProcess,
@@ -73,12 +86,11 @@ def test_killing_the_rerank_worker_mid_load_answers_every_question_once(
     started = time.monotonic()
     with AskLoad(base_url=live_server.url, key=secret_key, kb=shop.slug, questions=shop_questions(ASKS),
                  clients=CLIENTS) as load:
-        # Kill while the worker holds tasks: received, not finished, not acknowledged.
-        wait_until(lambda: load.completed >= ASKS // 4 and unfinished_tasks(doomed.log_path), timeout=120,
-                   interval=0.02)
-        doomed.kill()
+        # Kill while the worker holds tasks: received, not finished, not acknowledged. Frozen first, so a
+        # task cannot finish between reading the log and the kill (a lite rerank takes milliseconds).
+        wait_until(lambda: load.completed >= ASKS // 4, timeout=120, interval=0.02)
+        held = hold_and_kill(doomed, timeout=60)
         killed_at = time.monotonic()
-        held = unfinished_tasks(doomed.log_path)
         successor = start_rerank_worker(start_worker, **env)
         successor_ready_at = time.monotonic()
         results = load.join(timeout=240)
