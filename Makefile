@@ -18,5 +18,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
 
+# Two test processes, each with its own Postgres, Redis and workers; a module's tests stay together
+# (several share a module-wide stack). `-n 0` in PYTEST_ARGS runs it in one process.
 test: lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)

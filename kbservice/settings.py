@@ -1,6 +1,8 @@
 """The one settings module. Everything comes from the environment (``KB_*``, ``DATABASE_URL``,
 ``REDIS_URL``); the defaults give the embedded set-up that ``make up`` runs."""
 
+import contextlib
+import os
 import secrets
 from pathlib import Path
 
@@ -39,7 +41,13 @@ def _secret_key() -> str:
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
         key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_urlsafe(50))
+        # Written aside and linked into place: of processes starting at once, the first wins and
+        # none reads a half-written key.
+        draft = key_file.with_name(f"secret_key.{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(50))
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, key_file)
+        draft.unlink()
     return key_file.read_text().strip()
 
 

@@ -49,8 +49,11 @@ def restart_test_postgres() -> EmbeddedPostgres:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: Any, args: list[str]) -> Generator[None]:
-    # xdist workers inherit the controller's environment, and with it its stack.
-    if "KB_TEST_STACK" not in os.environ:
+    # Each process that runs tests has a stack of its own: under pytest-xdist every worker does (the
+    # suite's tests stop and restart their Redis and Postgres), and the controller, which runs none, has none.
+    xdist_controller = "PYTEST_XDIST_WORKER" not in os.environ and bool(
+        getattr(early_config.known_args_namespace, "numprocesses", None))
+    if "KB_TEST_STACK" not in os.environ and not xdist_controller:
         # A fresh data folder per run: concurrent runs in one checkout never share (or stop) a server.
         (VAR_DIR / "test").mkdir(parents=True, exist_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=VAR_DIR / "test"))

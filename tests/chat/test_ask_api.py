@@ -153,7 +153,8 @@ def test_degraded_when_no_rerank_worker_answers(
 ) -> None:
     settings.KB_RERANK_TIMEOUT = 1.0
     # Route this test's reranks to a queue no worker consumes: the same as every worker being down.
-    settings.KB_RERANK_QUEUE = "rerank-nobody"
+    # (A queue of its own: a workbench test's timed-out rerank may be waiting on "rerank-nobody".)
+    settings.KB_RERANK_QUEUE = "rerank-nobody-asks"
     body = _ask(api, "I forgot my password")
     assert body["rerank"]["status"] == "degraded"
     assert body["decision"] == "suggest"
@@ -162,7 +163,7 @@ def test_degraded_when_no_rerank_worker_answers(
     # No worker is ready on the queue: the ask knows it from the heartbeats, queues nothing and so
     # waits for nothing (counted on the queue, not timed).
     assert body["rerank"]["reason"] == "no_worker"
-    assert redis_client.llen("rerank-nobody") == 0
+    assert redis_client.llen("rerank-nobody-asks") == 0
     # A degraded answer is never cached.
     assert _ask(api, "I forgot my password")["cache"] == "miss"
 
