@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -52,30 +53,24 @@ class WorkerProcess:
     def kill(self) -> None:
         """SIGKILL the worker and its pool children at once, as an OOM kill or a lost host would:
         no warm shutdown, nothing acknowledged or handed back."""
-        # Listed first, killed parent first: a prefork parent must not replace the children.
-        for process in self._processes():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
+        self._signal_all(signal.SIGKILL)
         self.process.wait()
         self._log.close()
 
     def freeze(self) -> None:
         """SIGSTOP the worker and its pool children: what its log says stays true until thaw or kill."""
-        for process in self._processes():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.suspend()
+        self._signal_all(signal.SIGSTOP)
 
     def thaw(self) -> None:
-        for process in self._processes():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.resume()
+        self._signal_all(signal.SIGCONT)
 
-    def _processes(self) -> list[psutil.Process]:
-        try:
+    def _signal_all(self, signum: signal.Signals) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess):
             worker = psutil.Process(self.process.pid)
-            return [worker, *worker.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+            # Listed first, signalled parent first: a prefork parent must not replace killed children.
+            for process in [worker, *worker.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.send_signal(signum)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _pytest.nodeid import NodeId
 from django.core.management import call_command
 from pytest_django.live_server_helper import LiveServer
 from schemathesis.pytest.plugin import SchemathesisFunction
@@ -15,7 +14,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     pytest 9 they all get the test function's, and pytest-xdist, which schedules tests by node id,
     would run one of them."""
     for item in items:
-        if isinstance(item, SchemathesisFunction) and item.operation_label and NodeId.parse(item.nodeid).params is None:
+        if isinstance(item, SchemathesisFunction) and item.operation_label and item._id.params is None:
             item._id = item._id.with_params(item.operation_label)
 
 
